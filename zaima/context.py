@@ -1,0 +1,57 @@
+"""Everything a service needs from the outside world, built once per process."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from zaima.config import Settings
+from zaima.core.clock import Clock
+from zaima.core.crypto import SecretBox
+from zaima.db import create_engine, make_sessionmaker, transact
+from zaima.store.epay import EpayClient
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Clock
+    box: SecretBox
+    epay: EpayClient | None
+    supplier: object | None  # zaima.store.suppliers.SupplierAdapter
+    worker_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def transact(self, fn, attempts: int = 6):
+        return await transact(self.sessions, fn, attempts)
+
+    def wake_worker(self) -> None:
+        self.worker_wakeup.set()
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def build_context(settings: Settings, clock: Clock | None = None, engine: AsyncEngine | None = None,
+                  supplier=None) -> AppContext:
+    from zaima.store.suppliers import HttpSupplierAdapter
+
+    settings.check()
+    engine = engine or create_engine(settings.resolved_database_url)
+    epay = None
+    if settings.epay_gateway and settings.epay_pid and settings.epay_key:
+        epay = EpayClient(settings.epay_gateway, settings.epay_pid, settings.epay_key, settings.epay_timeout_seconds)
+    if supplier is None and settings.supplier_base_url and settings.supplier_secret:
+        supplier = HttpSupplierAdapter(settings.supplier_base_url, settings.supplier_app_id, settings.supplier_secret)
+    return AppContext(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        clock=clock or Clock(),
+        box=SecretBox(settings.encryption_key_bytes),
+        epay=epay,
+        supplier=supplier,
+    )

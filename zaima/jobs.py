@@ -1,0 +1,160 @@
+"""Durable jobs: enqueued inside the unit of work that needs them, claimed by compare-and-set, retried
+with backoff, and picked up again after a restart (a running job whose lease ran out is claimable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from zaima.db import on_commit
+from zaima.models import Job
+
+log = structlog.get_logger("zaima.jobs")
+
+Handler = Callable[["object", dict], Awaitable[None]]
+HANDLERS: dict[str, Handler] = {}
+LEASE = timedelta(minutes=2)
+MAX_ATTEMPTS = 8
+
+
+class RetryLater(Exception):
+    """Raised by a handler that wants to run again at a given time (e.g. polling)."""
+
+    def __init__(self, at: datetime, note: str = "", payload: dict | None = None):
+        super().__init__(note)
+        self.at = at
+        self.payload = payload
+
+
+def handler(kind: str):
+    def register(fn: Handler) -> Handler:
+        HANDLERS[kind] = fn
+        return fn
+
+    return register
+
+
+async def enqueue(session: AsyncSession, ctx, kind: str, payload: dict, run_at: datetime | None = None,
+                  dedupe_key: str | None = None) -> None:
+    """Add a job in the caller's transaction. With a dedupe key, an already pending job is kept."""
+    now = ctx.clock.now()
+    if dedupe_key is not None:
+        existing = await session.scalar(select(Job).where(Job.dedupe_key == dedupe_key))
+        if existing is not None:
+            if existing.status in ("pending", "running"):
+                return
+            existing.dedupe_key = None  # finished: free the key for the new job
+            await session.flush()
+    job = Job(kind=kind, payload=payload, dedupe_key=dedupe_key, status="pending", run_at=run_at or now,
+              attempts=0, created_at=now)
+    try:
+        async with session.begin_nested():
+            session.add(job)
+    except IntegrityError:
+        return  # a concurrent writer queued the same deduplicated job
+    if (run_at or now) <= now:
+        on_commit(session, ctx.wake_worker)
+
+
+async def _claim(ctx, job_id: int) -> bool:
+    now = ctx.clock.now()
+    async with ctx.sessions() as session:
+        result = await session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .where(or_(Job.status == "pending", (Job.status == "running") & (Job.locked_until < now)))
+            .values(status="running", locked_until=now + LEASE, attempts=Job.attempts + 1)
+        )
+        await session.commit()
+        return result.rowcount == 1
+
+
+async def _finish(ctx, job_id: int, **values) -> None:
+    async with ctx.sessions() as session:
+        await session.execute(update(Job).where(Job.id == job_id).values(**values))
+        await session.commit()
+
+
+def _backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(5 * 2 ** max(attempts - 1, 0), 1800))
+
+
+async def run_due(ctx, limit: int = 50) -> int:
+    """Run the jobs that are due now; returns how many ran. Used by the worker loop and by tests."""
+    now = ctx.clock.now()
+    async with ctx.sessions() as session:
+        rows = (
+            await session.execute(
+                select(Job.id, Job.kind, Job.payload, Job.attempts)
+                .where(or_(Job.status == "pending", (Job.status == "running") & (Job.locked_until < now)))
+                .where(Job.run_at <= now)
+                .order_by(Job.run_at, Job.id)
+                .limit(limit)
+            )
+        ).all()
+        await session.commit()
+    ran = 0
+    for job_id, kind, payload, attempts in rows:
+        if not await _claim(ctx, job_id):
+            continue
+        ran += 1
+        fn = HANDLERS.get(kind)
+        try:
+            if fn is None:
+                raise RuntimeError(f"no handler for job kind {kind!r}")
+            await fn(ctx, payload)
+        except RetryLater as later:
+            extra = {"payload": later.payload} if later.payload is not None else {}
+            await _finish(ctx, job_id, status="pending", run_at=later.at, locked_until=None, attempts=0,
+                          last_error=str(later), **extra)
+        except Exception as exc:  # noqa: BLE001 - a job failure must not stop the worker
+            log.warning("job_failed", job_id=job_id, kind=kind, error=repr(exc))
+            done = attempts + 1 >= MAX_ATTEMPTS
+            await _finish(
+                ctx,
+                job_id,
+                status="failed" if done else "pending",
+                run_at=ctx.clock.now() + _backoff(attempts + 1),
+                locked_until=None,
+                last_error=traceback.format_exc(limit=3)[-2000:],
+                finished_at=ctx.clock.now() if done else None,
+            )
+        else:
+            await _finish(ctx, job_id, status="done", finished_at=ctx.clock.now(), locked_until=None)
+    return ran
+
+
+async def run_until_idle(ctx, max_rounds: int = 100) -> int:
+    total = 0
+    for _ in range(max_rounds):
+        ran = await run_due(ctx)
+        total += ran
+        if not ran:
+            break
+    return total
+
+
+async def worker_loop(ctx, stop: asyncio.Event) -> None:
+    log.info("worker_started")
+    while not stop.is_set():
+        try:
+            ran = await run_due(ctx)
+        except Exception as exc:  # noqa: BLE001
+            log.error("worker_round_failed", error=repr(exc))
+            ran = 0
+        if ran:
+            continue
+        ctx.worker_wakeup.clear()
+        try:
+            await asyncio.wait_for(ctx.worker_wakeup.wait(), timeout=ctx.settings.worker_poll_seconds)
+        except TimeoutError:
+            pass
+    log.info("worker_stopped")

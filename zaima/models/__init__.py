@@ -1,0 +1,34 @@
+"""All ORM tables. Importing this package registers every table on Base.metadata."""
+
+from zaima.models.catalog import Product, StoreSetting
+from zaima.models.demo import DemoGatewayTrade, DemoSupplierOrder
+from zaima.models.jobs import Job
+from zaima.models.orders import (
+    DeliveryAttempt,
+    Order,
+    OrderEvent,
+    Payment,
+    PaymentNotification,
+    Refund,
+    SupplierOrder,
+)
+from zaima.models.staff import StaffUser
+from zaima.models.stock import CardKey, ImportBatch
+
+__all__ = [
+    "CardKey",
+    "DeliveryAttempt",
+    "DemoGatewayTrade",
+    "DemoSupplierOrder",
+    "ImportBatch",
+    "Job",
+    "Order",
+    "OrderEvent",
+    "Payment",
+    "PaymentNotification",
+    "Product",
+    "Refund",
+    "StaffUser",
+    "StoreSetting",
+    "SupplierOrder",
+]

@@ -1,0 +1,182 @@
+"""Orders: guest checkout, guarded state transitions, lookup, expiry."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from zaima.core.audit import CUSTOMER, SYSTEM
+from zaima.core.errors import Conflict, NotFound, ValidationFailed
+from zaima.core.ids import new_order_no, normalize_order_no
+from zaima.core.passwords import hash_password, verify_password
+from zaima.jobs import enqueue, handler
+from zaima.models import Order, Product
+from zaima.store import stock, timeline
+from zaima.store.catalog import validate_recharge_inputs
+
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+PHONE = re.compile(r"^1[3-9]\d{9}$")  # mainland mobile
+
+# Allowed transitions. Anything else is refused, so a late or repeated callback never moves an
+# order backwards (e.g. delivered → paid).
+TRANSITIONS: dict[str, set[str]] = {
+    "pending_payment": {"paid", "expired"},
+    "expired": {"paid"},  # money arrived after the order closed: still the customer's money
+    "paid": {"delivered", "awaiting_stock", "delivering", "refunded"},
+    "awaiting_stock": {"delivered", "refunded", "partially_refunded", "awaiting_stock"},
+    "delivering": {"delivered", "delivery_failed"},
+    "delivery_failed": {"refunded", "delivering"},
+    "delivered": set(),
+    "partially_refunded": set(),
+    "refunded": set(),
+}
+
+
+class InvalidTransition(Conflict):
+    code = "invalid_transition"
+
+
+def normalize_contact(text: str) -> tuple[str, str]:
+    """('email'|'phone', canonical value) or a clear error."""
+    value = (text or "").strip()
+    if EMAIL.match(value):
+        return "email", value.lower()
+    digits = re.sub(r"[\s\-()]", "", value)
+    if digits.startswith("+86"):
+        digits = digits[3:]
+    elif digits.startswith("0086"):
+        digits = digits[4:]
+    if PHONE.match(digits):
+        return "phone", digits
+    raise ValidationFailed("请填写正确的邮箱或 11 位手机号，用于查询订单和接收通知",
+                           "enter a valid e-mail or mainland mobile number", field="contact")
+
+
+def transition(order: Order, new_status: str) -> None:
+    if new_status not in TRANSITIONS.get(order.status, set()):
+        raise InvalidTransition(
+            f"订单当前状态为「{order.status}」，不能变为「{new_status}」",
+            f"order is {order.status}; cannot become {new_status}",
+        )
+    order.status = new_status
+
+
+async def create_order(session: AsyncSession, ctx, product: Product, quantity: int, contact: str,
+                       query_password: str | None = None, inputs: dict | None = None, pay_type: str = "alipay",
+                       client_ip: str = "") -> Order:
+    from zaima.store.epay import PAY_TYPES
+
+    if not product.active:
+        raise NotFound("商品已下架", "Product is not on sale")
+    if not isinstance(quantity, int) or not (product.min_quantity <= quantity <= product.max_quantity):
+        raise ValidationFailed(
+            f"购买数量需在 {product.min_quantity}–{product.max_quantity} 之间",
+            f"quantity must be between {product.min_quantity} and {product.max_quantity}", field="quantity")
+    if pay_type not in PAY_TYPES:
+        raise ValidationFailed("不支持的支付方式", "unsupported payment method", field="pay_type")
+    kind, contact_value = normalize_contact(contact)
+    if query_password is not None and query_password != "":
+        if not (4 <= len(query_password) <= 64):
+            raise ValidationFailed("查询密码需 4–64 位", "query password must be 4–64 characters",
+                                   field="query_password")
+        password_hash = hash_password(query_password)
+    else:
+        password_hash = None
+    recharge_inputs = validate_recharge_inputs(product, inputs) if product.kind == "recharge" else {}
+    now = ctx.clock.now()
+    order = Order(
+        order_no=new_order_no(),
+        product_id=product.id,
+        quantity=quantity,
+        unit_price_fen=product.price_fen,
+        amount_fen=product.price_fen * quantity,
+        contact=contact_value,
+        contact_kind=kind,
+        query_password_hash=password_hash,
+        recharge_inputs=recharge_inputs,
+        pay_type=pay_type,
+        status="pending_payment",
+        created_at=now,
+        expires_at=now + timedelta(minutes=ctx.settings.order_ttl_minutes),
+        client_ip=client_ip[:64],
+    )
+    session.add(order)
+    await session.flush()
+    await timeline.record(session, order, "created", CUSTOMER, now, quantity=quantity,
+                          amount=order.amount_fen)
+    if product.is_stocked:
+        reserved = await stock.reserve_keys(session, product.id, order.id, quantity, now)
+        if reserved < quantity and not product.allow_backorder:
+            raise Conflict("库存不足，请减少数量或稍后再来", "not enough stock", available=reserved)
+        if reserved:
+            await timeline.record(session, order, "stock_reserved", SYSTEM, now, quantity=reserved)
+    await enqueue(session, ctx, "expire_order", {"order_id": order.id}, run_at=order.expires_at,
+                  dedupe_key=f"expire:{order.id}")
+    # Recover a lost notify long before the order would expire.
+    await enqueue(session, ctx, "requery_payment", {"order_id": order.id, "round": 0},
+                  run_at=now + timedelta(minutes=2), dedupe_key=f"requery:{order.id}")
+    return order
+
+
+async def get_order(session: AsyncSession, order_no: str) -> Order:
+    canonical = normalize_order_no(order_no)
+    order = await session.scalar(select(Order).where(Order.order_no == canonical)) if canonical else None
+    if order is None:
+        raise NotFound("未找到该订单", "Order not found")
+    return order
+
+
+class LookupFailed(NotFound):
+    code = "order_lookup_failed"
+    message_zh = "未找到匹配的订单，请核对订单号和联系方式（或查询密码）"
+    message_en = "No matching order; check the order number and the contact (or query password)"
+
+
+async def lookup_order(session: AsyncSession, order_no: str, contact: str | None = None,
+                       query_password: str | None = None) -> Order:
+    """Guest lookup. Any miss — unknown order, wrong contact, wrong password — gives the same answer."""
+    canonical = normalize_order_no(order_no or "")
+    order = await session.scalar(select(Order).where(Order.order_no == canonical)) if canonical else None
+    ok = False
+    if contact:
+        try:
+            _, value = normalize_contact(contact)
+        except ValidationFailed:
+            value = None
+        ok = order is not None and value is not None and value == order.contact
+    elif query_password:
+        # Always run the hash check, so timing does not tell whether the order exists.
+        ok = verify_password(order.query_password_hash if order else None, query_password) and order is not None
+    if not ok:
+        raise LookupFailed()
+    return order
+
+
+@handler("expire_order")
+async def expire_order_job(ctx, payload: dict) -> None:
+    from zaima.store.payments import recover_payment
+
+    # Ask the gateway once more before closing: the notify may have been lost.
+    if await recover_payment(ctx, payload["order_id"]):
+        return
+
+    async def expire(session: AsyncSession) -> None:
+        order = await session.get(Order, payload["order_id"])
+        if order is None or order.status != "pending_payment":
+            return
+        now = ctx.clock.now()
+        if order.expires_at > now:
+            return
+        transition(order, "expired")
+        released = await stock.release_reservations(session, order.id)
+        await timeline.record(session, order, "expired", SYSTEM, now)
+        if released:
+            await timeline.record(session, order, "stock_released", SYSTEM, now, quantity=released)
+            from zaima.store.delivery import queue_backorders
+
+            await queue_backorders(session, ctx, order.product_id)
+
+    await ctx.transact(expire)

@@ -1,0 +1,144 @@
+"""Payments through 易支付: notify handling, active query for lost notifies, and the payment record.
+
+A notify changes an order only when its signature, merchant id, status, order number and exact
+amount all check out. Every notify is kept in `payment_notifications` with its verdict. The same
+payment arriving twice (or five times at once) is one payment and one delivery: the payment row is
+unique per order, and the order row is optimistically locked.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from zaima.core.audit import GATEWAY, Actor
+from zaima.core.money import MoneyFormatError, format_yuan, parse_yuan
+from zaima.jobs import RetryLater, handler
+from zaima.models import Order, Payment, PaymentNotification
+from zaima.store import epay, timeline
+from zaima.store.delivery import deliver
+from zaima.store.epay import EpayError
+from zaima.store.orders import transition
+
+log = structlog.get_logger("zaima.payments")
+
+REQUERY_AFTER_MINUTES = (2, 5, 10, 30, 60)  # since order creation
+
+
+async def payment_of(session: AsyncSession, order: Order) -> Payment | None:
+    return await session.scalar(select(Payment).where(Payment.provider == "epay",
+                                                      Payment.out_trade_no == order.order_no))
+
+
+async def apply_payment(session: AsyncSession, ctx, order: Order, *, trade_no: str, amount_fen: int,
+                        pay_type: str, via: str, raw: dict, actor: Actor = GATEWAY) -> str:
+    """Record the payment and start delivery. Returns 'accepted' or 'duplicate'."""
+    if await payment_of(session, order) is not None or order.status not in ("pending_payment", "expired"):
+        return "duplicate"
+    now = ctx.clock.now()
+    late = order.status == "expired"
+    transition(order, "paid")
+    order.paid_at = now
+    session.add(Payment(order_id=order.id, provider="epay", out_trade_no=order.order_no, trade_no=trade_no,
+                        pay_type=pay_type, amount_fen=amount_fen, received_via=via, raw=raw, created_at=now))
+    kind = "payment_recovered" if via == "query" else ("late_payment" if late else "paid")
+    await timeline.record(session, order, kind, actor, now, trade_no=trade_no, amount=amount_fen, via=via)
+    await session.flush()
+    await deliver(session, ctx, order)
+    return "accepted"
+
+
+def _precheck(ctx, params: dict) -> str | None:
+    s = ctx.settings
+    if not epay.verify(params, s.epay_key):
+        return "bad_sign"
+    if str(params.get("pid", "")) != s.epay_pid:
+        return "wrong_pid"
+    if params.get("trade_status") != "TRADE_SUCCESS":
+        return "not_success"
+    try:
+        parse_yuan(str(params.get("money", "")))
+    except MoneyFormatError:
+        return "bad_amount"
+    return None
+
+
+async def handle_notify(ctx, params: dict[str, str], remote_addr: str = "") -> str:
+    """Returns 'accepted', 'duplicate' or 'rejected'. Only the first two are answered `success`."""
+    params = {k: str(v) for k, v in params.items()}
+    out_trade_no = params.get("out_trade_no", "")[:64]
+    reason = _precheck(ctx, params)
+
+    async def apply(session: AsyncSession) -> tuple[str, str]:
+        verdict, why = "rejected", reason or ""
+        if reason is None:
+            order = await session.scalar(select(Order).where(Order.order_no == out_trade_no))
+            if order is None:
+                why = "unknown_order"
+            elif parse_yuan(params["money"]) != order.amount_fen:
+                why = "amount_mismatch"
+            else:
+                verdict = await apply_payment(session, ctx, order, trade_no=params.get("trade_no", ""),
+                                              amount_fen=order.amount_fen, pay_type=params.get("type", ""),
+                                              via="notify", raw=params)
+                why = ""
+        session.add(PaymentNotification(received_at=ctx.clock.now(), out_trade_no=out_trade_no, verdict=verdict,
+                                        reason=why, params=params, remote_addr=remote_addr[:64]))
+        return verdict, why
+
+    verdict, why = await ctx.transact(apply)
+    if verdict == "rejected":
+        log.warning("epay_notify_rejected", out_trade_no=out_trade_no, reason=why, remote_addr=remote_addr)
+    else:
+        log.info("epay_notify", out_trade_no=out_trade_no, verdict=verdict)
+    return verdict
+
+
+async def recover_payment(ctx, order_id: int, actor: Actor = GATEWAY) -> bool:
+    """Ask the gateway whether an unpaid-looking order was paid; apply it if so. True if applied."""
+    if ctx.epay is None:
+        return False
+    async with ctx.sessions() as session:
+        order = await session.get(Order, order_id)
+        if order is None or order.status not in ("pending_payment", "expired"):
+            return False
+        order_no, amount = order.order_no, order.amount_fen
+    try:
+        status = await ctx.epay.query(order_no)
+    except EpayError as exc:
+        log.warning("epay_query_failed", order_no=order_no, error=str(exc))
+        raise
+    if status is None or not status.paid:
+        return False
+    try:
+        paid_fen = parse_yuan(status.money)
+    except MoneyFormatError:
+        paid_fen = -1
+    if paid_fen != amount:
+        log.warning("epay_query_amount_mismatch", order_no=order_no, money=status.money, expected=format_yuan(amount))
+        return False
+
+    async def apply(session: AsyncSession) -> str:
+        fresh = await session.get(Order, order_id)
+        return await apply_payment(session, ctx, fresh, trade_no=status.trade_no, amount_fen=amount,
+                                   pay_type=status.pay_type, via="query", raw=status.raw, actor=actor)
+
+    return await ctx.transact(apply) == "accepted"
+
+
+@handler("requery_payment")
+async def requery_payment_job(ctx, payload: dict) -> None:
+    await recover_payment(ctx, payload["order_id"])
+    round_no = payload.get("round", 0) + 1
+    if round_no >= len(REQUERY_AFTER_MINUTES):
+        return
+    async with ctx.sessions() as session:
+        order = await session.get(Order, payload["order_id"])
+        if order is None or order.status not in ("pending_payment", "expired"):
+            return
+        created = order.created_at
+    raise RetryLater(created + timedelta(minutes=REQUERY_AFTER_MINUTES[round_no]), f"requery round {round_no}",
+                     payload={**payload, "round": round_no})

@@ -1,0 +1,213 @@
+"""Card-key stock: import, encrypted storage, and allocation that never sells one key twice.
+
+Allocation is compare-and-set: candidate rows are picked (with `FOR UPDATE SKIP LOCKED` on
+PostgreSQL so concurrent buyers take different rows) and then moved with a conditional UPDATE
+whose `status` guard and affected-row count decide who got what. A row that another transaction
+moved first is simply not ours; we pick again.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from zaima.core.crypto import SecretBox
+from zaima.core.errors import ValidationFailed
+from zaima.models import CardKey, ImportBatch, Product
+
+MAX_LINE_CHARS = 500
+PAIR_SEPARATORS = ("----", "\t", ",")
+
+
+def key_context(product_id: int) -> str:
+    return f"card_key:{product_id}"
+
+
+@dataclass
+class ParsedLine:
+    line_no: int
+    secret: str
+
+
+@dataclass
+class ParseReport:
+    keys: list[ParsedLine] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, zh-CN reason)
+
+
+def parse_key_lines(lines: Iterable[str]) -> ParseReport:
+    """One key per line, or a `key,password` / `account----password` / tab-separated pair.
+
+    Blank lines and lines starting with `#` are skipped. Pairs are stored as `first----second`.
+    """
+    report = ParseReport()
+    for line_no, raw in enumerate(lines, start=1):
+        line = raw.rstrip("\r\n").strip()
+        if line_no == 1:
+            line = line.lstrip("\ufeff")
+        if not line or line.startswith("#"):
+            continue
+        if "\ufffd" in line:
+            report.errors.append((line_no, "包含无法识别的字符（文件编码应为 UTF-8）"))
+            continue
+        if any(unicodedata.category(ch) == "Cc" and ch != "\t" for ch in line):
+            report.errors.append((line_no, "包含控制字符"))
+            continue
+        if len(line) > MAX_LINE_CHARS:
+            report.errors.append((line_no, f"超过 {MAX_LINE_CHARS} 个字符"))
+            continue
+        parts = None
+        for sep in PAIR_SEPARATORS:
+            if sep in line:
+                parts = [p.strip() for p in line.split(sep)]
+                break
+        if parts is None:
+            if any(ch.isspace() for ch in line):
+                report.errors.append((line_no, "卡密中间有空格；卡号和密码请用英文逗号或 ---- 分隔"))
+                continue
+            report.keys.append(ParsedLine(line_no, line))
+            continue
+        if len(parts) != 2:
+            report.errors.append((line_no, f"应为“卡号,密码”两段，实际有 {len(parts)} 段"))
+        elif not parts[0] or not parts[1]:
+            report.errors.append((line_no, "卡号或密码为空"))
+        else:
+            report.keys.append(ParsedLine(line_no, f"{parts[0]}----{parts[1]}"))
+    return report
+
+
+@dataclass
+class ImportResult:
+    batch_id: int | None
+    imported: int
+    duplicates: list[int]  # line numbers skipped as duplicates (in the file or already in stock)
+    errors: list[tuple[int, str]]
+
+
+class ImportRejected(ValidationFailed):
+    code = "import_malformed"
+
+    def __init__(self, errors: list[tuple[int, str]]):
+        shown = "；".join(f"第 {n} 行：{why}" for n, why in errors[:20])
+        more = f"（另有 {len(errors) - 20} 行）" if len(errors) > 20 else ""
+        super().__init__(
+            f"导入文件有 {len(errors)} 行格式错误，未导入任何卡密：{shown}{more}",
+            f"{len(errors)} malformed line(s); nothing was imported",
+            lines=[{"line": n, "reason": why} for n, why in errors],
+        )
+        self.errors = errors
+
+
+async def import_keys(session: AsyncSession, box: SecretBox, clock, product: Product, lines: Iterable[str],
+                      source: str = "", actor: str = "",
+                      progress: Callable[[int, int], None] | None = None) -> ImportResult:
+    """Validate the whole file first; if any line is malformed, nothing is imported."""
+    if not product.is_stocked:
+        raise ValidationFailed("直充商品没有卡密库存", "recharge products have no key stock")
+    report = parse_key_lines(lines)
+    if report.errors:
+        raise ImportRejected(report.errors)
+    now = clock.now()
+    existing = set(await session.scalars(select(CardKey.fingerprint).where(CardKey.product_id == product.id)))
+    batch = ImportBatch(product_id=product.id, source=source[:200], actor=actor, created_at=now)
+    session.add(batch)
+    await session.flush()
+    duplicates: list[int] = []
+    rows: list[dict] = []
+    context = key_context(product.id)
+    total = len(report.keys)
+    for i, parsed in enumerate(report.keys, start=1):
+        fp = box.fingerprint(parsed.secret)
+        if fp in existing:
+            duplicates.append(parsed.line_no)
+        else:
+            existing.add(fp)
+            rows.append(
+                dict(product_id=product.id, batch_id=batch.id, ciphertext=box.encrypt(parsed.secret, context),
+                     key_id=box.key_id, fingerprint=fp, status="available", status_reason="", created_at=now)
+            )
+        if progress and (i % 500 == 0 or i == total):
+            progress(i, total)
+    for start in range(0, len(rows), 1000):
+        await session.execute(CardKey.__table__.insert(), rows[start : start + 1000])
+    batch.imported = len(rows)
+    batch.duplicates = len(duplicates)
+    await session.flush()
+    return ImportResult(batch.id, len(rows), duplicates, [])
+
+
+async def _take(session: AsyncSession, product_id: int, order_id: int, need: int, new_status: str, now) -> int:
+    """Move up to `need` available keys to `new_status` for `order_id`; returns how many we got."""
+    got = 0
+    postgres = session.bind.dialect.name == "postgresql"
+    while got < need:
+        query = (
+            select(CardKey.id)
+            .where(CardKey.product_id == product_id, CardKey.status == "available")
+            .order_by(CardKey.id)
+            .limit(need - got)
+        )
+        if postgres:
+            query = query.with_for_update(skip_locked=True)
+        candidates = list(await session.scalars(query))
+        if not candidates:
+            break
+        stamp = {"reserved_at": now} if new_status == "reserved" else {"sold_at": now}
+        result = await session.execute(
+            update(CardKey)
+            .where(CardKey.id.in_(candidates), CardKey.status == "available")
+            .values(status=new_status, order_id=order_id, **stamp)
+            .execution_options(synchronize_session=False)
+        )
+        got += result.rowcount
+    return got
+
+
+async def reserve_keys(session: AsyncSession, product_id: int, order_id: int, quantity: int, now) -> int:
+    return await _take(session, product_id, order_id, quantity, "reserved", now)
+
+
+async def sell_keys(session: AsyncSession, product_id: int, order_id: int, quantity: int, now) -> int:
+    """Sell the order's own reservations first, then take more from available stock."""
+    result = await session.execute(
+        update(CardKey)
+        .where(CardKey.order_id == order_id, CardKey.status == "reserved")
+        .values(status="sold", sold_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    sold = min(result.rowcount, quantity)
+    if sold < quantity:
+        sold += await _take(session, product_id, order_id, quantity - sold, "sold", now)
+    return sold
+
+
+async def release_reservations(session: AsyncSession, order_id: int) -> int:
+    result = await session.execute(
+        update(CardKey)
+        .where(CardKey.order_id == order_id, CardKey.status == "reserved")
+        .values(status="available", order_id=None, reserved_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+async def available_count(session: AsyncSession, product_id: int) -> int:
+    return await session.scalar(
+        select(func.count()).select_from(CardKey).where(CardKey.product_id == product_id,
+                                                         CardKey.status == "available")
+    ) or 0
+
+
+async def keys_of_order(session: AsyncSession, order_id: int, statuses=("sold",)) -> list[CardKey]:
+    rows = await session.scalars(
+        select(CardKey).where(CardKey.order_id == order_id, CardKey.status.in_(statuses)).order_by(CardKey.id)
+    )
+    return list(rows)
+
+
+def reveal(box: SecretBox, key: CardKey) -> str:
+    return box.decrypt(key.ciphertext, key_context(key.product_id))

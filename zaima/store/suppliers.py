@@ -1,0 +1,261 @@
+"""直充 direct recharge through a supplier: the adapter interface, the HTTP adapter, and the flow.
+
+Supplier order states: pending (not yet sent) → submitted → accepted → succeeded / failed.
+`unconfirmed` (the supplier does not know yet) is still pending, never a failure. Results come by
+callback or, when callbacks do not arrive, by polling with backoff. Terminal states never change:
+a late or repeated callback after success is recorded and ignored.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from zaima.core.audit import SUPPLIER, SYSTEM
+from zaima.jobs import RetryLater, enqueue, handler
+from zaima.models import Order, Product, SupplierOrder
+from zaima.store import supplier_protocol, timeline
+from zaima.store.orders import transition
+
+log = structlog.get_logger("zaima.suppliers")
+
+POLL_BACKOFF_SECONDS = (15, 30, 60, 120, 300, 600, 1200, 1800)
+GIVE_UP_POLLING_AFTER = timedelta(hours=48)
+TERMINAL = ("succeeded", "failed")
+
+
+class SupplierUnavailable(Exception):
+    """Network error or an answer we cannot read: try again later, never treat as failure."""
+
+
+@dataclass
+class SupplierReport:
+    status: str  # accepted | processing | unconfirmed | succeeded | failed
+    supplier_order_no: str | None = None
+    message: str = ""
+    raw: dict | None = None
+
+
+class SupplierAdapter:
+    name = "supplier"
+
+    async def submit(self, request_id: str, sku: str, account: dict, callback_url: str) -> SupplierReport:
+        raise NotImplementedError
+
+    async def query(self, request_id: str) -> SupplierReport:
+        raise NotImplementedError
+
+    def parse_callback(self, body: dict) -> tuple[str, SupplierReport] | None:
+        """(request_id, report) for a genuine callback, None for a forged or malformed one."""
+        raise NotImplementedError
+
+
+class HttpSupplierAdapter(SupplierAdapter):
+    name = "http"
+
+    def __init__(self, base_url: str, app_id: str, secret: str, timeout: float = 10.0,
+                 transport: httpx.AsyncBaseTransport | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.app_id = app_id
+        self.secret = secret
+        self.timeout = timeout
+        self.transport = transport
+
+    def _signed(self, params: dict) -> dict:
+        params = {**params, "app_id": self.app_id, "timestamp": int(time.time())}
+        params["sign"] = supplier_protocol.sign(params, self.secret)
+        return params
+
+    async def _send(self, method: str, path: str, body: dict) -> dict:
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
+                if method == "POST":
+                    response = await client.post(self.base_url + path, json=body)
+                else:
+                    response = await client.get(self.base_url + path, params=body)
+            data = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise SupplierUnavailable(exc.__class__.__name__) from exc
+        if not isinstance(data, dict) or response.status_code >= 500:
+            raise SupplierUnavailable(f"HTTP {response.status_code}")
+        return data
+
+    @staticmethod
+    def _report(data: dict) -> SupplierReport:
+        status = data.get("status")
+        if data.get("code") != 0 and status != "failed":
+            # A refusal with a reason (bad account, unknown sku) is a definitive failure.
+            return SupplierReport("failed", data.get("supplier_order_no"), str(data.get("message", "")), data)
+        if status not in supplier_protocol.SUPPLIER_STATES:
+            raise SupplierUnavailable(f"unknown supplier status {status!r}")
+        return SupplierReport(status, data.get("supplier_order_no"), str(data.get("message", "")), data)
+
+    async def submit(self, request_id, sku, account, callback_url):
+        body = self._signed({"request_id": request_id, "sku": sku, "account": account,
+                             "callback_url": callback_url})
+        return self._report(await self._send("POST", "/api/orders", body))
+
+    async def query(self, request_id):
+        data = await self._send("GET", f"/api/orders/{request_id}", self._signed({"request_id": request_id}))
+        if data.get("code") == 404:
+            return SupplierReport("unconfirmed", None, "supplier does not know this order yet", data)
+        return self._report(data)
+
+    def parse_callback(self, body):
+        if not isinstance(body, dict) or not supplier_protocol.verify(body, self.secret):
+            return None
+        status = body.get("status")
+        if status not in supplier_protocol.SUPPLIER_STATES or not body.get("request_id"):
+            return None
+        return str(body["request_id"]), SupplierReport(status, body.get("supplier_order_no"),
+                                                       str(body.get("message", "")), body)
+
+
+def _log_entry(ctx, via: str, report: SupplierReport) -> dict:
+    return {"at": ctx.clock.now().isoformat(), "via": via, "status": report.status, "message": report.message[:300]}
+
+
+async def apply_report(session: AsyncSession, ctx, supplier_order: SupplierOrder, report: SupplierReport,
+                       via: str) -> str:
+    """Apply what the supplier said. Returns 'applied', 'pending', 'duplicate' or 'conflict'."""
+    from zaima.store.refunds import refund_undelivered
+
+    now = ctx.clock.now()
+    order = await session.get(Order, supplier_order.order_id)
+    supplier_order.log = [*supplier_order.log, _log_entry(ctx, via, report)]
+    supplier_order.last_checked_at = now
+    if report.supplier_order_no and not supplier_order.supplier_order_no:
+        supplier_order.supplier_order_no = report.supplier_order_no
+    if supplier_order.status in TERMINAL:
+        if report.status == supplier_order.status or report.status not in TERMINAL:
+            return "duplicate"
+        await timeline.record(session, order, "supplier_conflict", SUPPLIER, now, reported=report.status,
+                              final=supplier_order.status, via=via)
+        log.warning("supplier_conflicting_report", request_id=supplier_order.request_id, reported=report.status)
+        return "conflict"
+    if report.status not in TERMINAL:
+        if supplier_order.status in ("pending", "submitted") and report.status in ("accepted", "processing"):
+            supplier_order.status = "accepted"
+            await timeline.record(session, order, "supplier_accepted", SUPPLIER, now,
+                                  supplier_order_no=supplier_order.supplier_order_no)
+        return "pending"
+    supplier_order.status = report.status
+    supplier_order.finished_at = now
+    supplier_order.message = report.message[:500]
+    if report.status == "succeeded":
+        transition(order, "delivered")
+        order.delivered_quantity = order.quantity
+        order.delivered_at = now
+        await timeline.record(session, order, "supplier_succeeded", SUPPLIER, now,
+                              supplier_order_no=supplier_order.supplier_order_no, via=via)
+    else:
+        transition(order, "delivery_failed")
+        await timeline.record(session, order, "supplier_failed", SUPPLIER, now, reason=report.message[:200],
+                              supplier_order_no=supplier_order.supplier_order_no, via=via)
+        from zaima.store.policy import product_after_sales
+
+        product = await session.get(Product, order.product_id)
+        if (await product_after_sales(session, product)).auto_refund:
+            await refund_undelivered(session, ctx, order, actor=SYSTEM, reason="供应商充值失败，自动退款",
+                                     idempotency_key=f"supplier-failed:{supplier_order.request_id}")
+    await session.flush()
+    return "applied"
+
+
+def _callback_url(ctx) -> str:
+    return f"{ctx.settings.base_url}/supplier/callback"
+
+
+@handler("supplier_submit")
+async def supplier_submit_job(ctx, payload: dict) -> None:
+    so_id = payload["supplier_order_id"]
+
+    async def mark_submitted(session: AsyncSession):
+        so = await session.get(SupplierOrder, so_id)
+        if so is None or so.status not in ("pending", "submitted"):
+            return None
+        order = await session.get(Order, so.order_id)
+        product = await session.get(Product, order.product_id)
+        first = so.status == "pending"
+        so.status = "submitted"
+        so.attempts += 1
+        so.submitted_at = so.submitted_at or ctx.clock.now()
+        if first:
+            await timeline.record(session, order, "supplier_submitted", SYSTEM, ctx.clock.now(),
+                                  request_id=so.request_id)
+        return so.request_id, product.supplier_sku or product.sku, dict(order.recharge_inputs)
+
+    job = await ctx.transact(mark_submitted)
+    if job is None:
+        return
+    request_id, sku, account = job
+    try:
+        report = await ctx.supplier.submit(request_id, sku, account, _callback_url(ctx))
+    except SupplierUnavailable as exc:
+        # Same request id next time: the supplier deduplicates, so a retry never recharges twice.
+        raise RuntimeError(f"supplier unreachable: {exc}") from exc
+
+    async def record(session: AsyncSession):
+        so = await session.get(SupplierOrder, so_id)
+        result = await apply_report(session, ctx, so, report, "submit")
+        if result == "pending":
+            await enqueue(session, ctx, "supplier_poll", {"supplier_order_id": so_id, "round": 0},
+                          run_at=ctx.clock.now() + timedelta(seconds=POLL_BACKOFF_SECONDS[0]),
+                          dedupe_key=f"supplier_poll:{so_id}")
+
+    await ctx.transact(record)
+
+
+@handler("supplier_poll")
+async def supplier_poll_job(ctx, payload: dict) -> None:
+    so_id = payload["supplier_order_id"]
+    async with ctx.sessions() as session:
+        so = await session.get(SupplierOrder, so_id)
+        if so is None or so.status in TERMINAL:
+            return
+        request_id, created = so.request_id, so.created_at
+    try:
+        report = await ctx.supplier.query(request_id)
+    except SupplierUnavailable:
+        report = None
+    if report is not None:
+        result = await ctx.transact(
+            lambda session: _apply_polled(session, ctx, so_id, report)
+        )
+        if result != "pending":
+            return
+    round_no = payload.get("round", 0) + 1
+    if ctx.clock.now() - created > GIVE_UP_POLLING_AFTER:
+        log.error("supplier_poll_gave_up", request_id=request_id)
+        return
+    delay = POLL_BACKOFF_SECONDS[min(round_no, len(POLL_BACKOFF_SECONDS) - 1)]
+    raise RetryLater(ctx.clock.now() + timedelta(seconds=delay), f"poll round {round_no}",
+                     payload={**payload, "round": round_no})
+
+
+async def _apply_polled(session: AsyncSession, ctx, so_id: int, report: SupplierReport) -> str:
+    so = await session.get(SupplierOrder, so_id)
+    return await apply_report(session, ctx, so, report, "poll")
+
+
+async def handle_callback(ctx, body: dict) -> str:
+    """Returns 'applied', 'pending', 'duplicate', 'conflict', 'unknown' or 'rejected'."""
+    parsed = ctx.supplier.parse_callback(body) if ctx.supplier else None
+    if parsed is None:
+        log.warning("supplier_callback_rejected")
+        return "rejected"
+    request_id, report = parsed
+
+    async def apply(session: AsyncSession) -> str:
+        so = await session.scalar(select(SupplierOrder).where(SupplierOrder.request_id == request_id))
+        if so is None:
+            return "unknown"
+        return await apply_report(session, ctx, so, report, "callback")
+
+    return await ctx.transact(apply)

@@ -1,0 +1,56 @@
+"""The order timeline (audit log): every change to an order appends one entry here."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from zaima.core.audit import Actor
+from zaima.models import Order, OrderEvent
+
+# What each entry means to a person, zh-CN first.
+EVENT_TEXT: dict[str, tuple[str, str]] = {
+    "created": ("订单已创建", "Order created"),
+    "stock_reserved": ("已为订单预留库存", "Stock reserved for the order"),
+    "paid": ("已收到付款", "Payment received"),
+    "payment_recovered": ("主动查询支付平台，确认已付款", "Payment confirmed by querying the gateway"),
+    "delivered": ("已发货", "Delivered"),
+    "partially_delivered": ("部分发货，其余等待补货", "Partly delivered; the rest awaits stock"),
+    "awaiting_stock": ("库存不足，补货后自动发货", "Out of stock; will deliver automatically when restocked"),
+    "supplier_submitted": ("已提交供应商充值", "Recharge submitted to the supplier"),
+    "supplier_accepted": ("供应商已受理", "Supplier accepted the recharge"),
+    "supplier_pending": ("供应商处理中", "Supplier still processing"),
+    "supplier_succeeded": ("充值成功", "Recharge succeeded"),
+    "supplier_failed": ("充值失败", "Recharge failed"),
+    "supplier_conflict": ("供应商回调与已确认结果不一致，已忽略", "Supplier report contradicts the final result; ignored"),
+    "expired": ("订单超时未支付，已关闭", "Order expired unpaid"),
+    "stock_released": ("预留库存已释放", "Reserved stock released"),
+    "refunded": ("已退款", "Refunded"),
+    "refund_succeeded": ("退款已原路退回", "Refund returned to the payment account"),
+    "refund_manual": ("退款待人工处理", "Refund to be paid back manually"),
+    "refund_failed": ("退款接口失败，转人工处理", "Gateway refund failed; handed to staff"),
+    "key_quarantined": ("卡密已标记为异常", "Card key quarantined"),
+    "keys_revealed": ("卡密被查看", "Card keys revealed"),
+    "late_payment": ("订单关闭后收到付款", "Payment received after the order expired"),
+}
+
+
+async def record(session: AsyncSession, order: Order, kind: str, actor: Actor, at, reason: str = "",
+                 **data) -> OrderEvent:
+    event = OrderEvent(
+        order_id=order.id,
+        at=at,
+        kind=kind,
+        actor_kind=actor.kind,
+        actor_id=actor.id,
+        reason=reason,
+        data=data,
+        conversation_id=actor.conversation_id,
+    )
+    session.add(event)
+    return event
+
+
+async def events_for(session: AsyncSession, order_id: int) -> list[OrderEvent]:
+    rows = await session.scalars(select(OrderEvent).where(OrderEvent.order_id == order_id).order_by(OrderEvent.id))
+    return list(rows)
