@@ -132,13 +132,14 @@ async def recover_payment(ctx, order_id: int, actor: Actor = GATEWAY) -> bool:
 @handler("requery_payment")
 async def requery_payment_job(ctx, payload: dict) -> None:
     await recover_payment(ctx, payload["order_id"])
-    round_no = payload.get("round", 0) + 1
-    if round_no >= len(REQUERY_AFTER_MINUTES):
-        return
     async with ctx.sessions() as session:
         order = await session.get(Order, payload["order_id"])
         if order is None or order.status not in ("pending_payment", "expired"):
             return
         created = order.created_at
-    raise RetryLater(created + timedelta(minutes=REQUERY_AFTER_MINUTES[round_no]), f"requery round {round_no}",
-                     payload={**payload, "round": round_no})
+    now = ctx.clock.now()
+    # The next round still in the future (rounds missed while the worker was down are not replayed).
+    upcoming = [i for i, m in enumerate(REQUERY_AFTER_MINUTES) if created + timedelta(minutes=m) > now]
+    if upcoming:
+        at = created + timedelta(minutes=REQUERY_AFTER_MINUTES[upcoming[0]])
+        raise RetryLater(at, f"requery round {upcoming[0]}", payload={**payload, "round": upcoming[0]})

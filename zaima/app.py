@@ -1,0 +1,105 @@
+"""create_app(settings): routers, error handling, and the lifespan (migrations, worker)."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from zaima import jobs
+from zaima.config import Settings
+from zaima.context import AppContext, build_context
+from zaima.core.errors import DomainError
+from zaima.core.ratelimit import RateLimiter
+from zaima.migrate import upgrade
+from zaima.web import STATIC_DIR
+
+log = structlog.get_logger("zaima.app")
+
+
+def _validation_message(errors: list[dict]) -> tuple[str, str]:
+    fields = []
+    for err in errors[:5]:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        fields.append(".".join(loc) or "请求")
+    joined = "、".join(fields)
+    return f"请求内容有误，请检查：{joined}", f"Invalid request; check: {', '.join(fields)}"
+
+
+def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool = True) -> FastAPI:
+    import zaima.store.delivery  # noqa: F401 - registers job handlers
+    import zaima.store.orders  # noqa: F401
+    import zaima.store.payments  # noqa: F401
+    import zaima.store.refunds  # noqa: F401
+    import zaima.store.suppliers  # noqa: F401
+
+    ctx = ctx or build_context(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if migrate:
+            await upgrade(ctx.engine)
+        stop = asyncio.Event()
+        worker = asyncio.create_task(jobs.worker_loop(ctx, stop)) if settings.worker_enabled else None
+        try:
+            yield
+        finally:
+            stop.set()
+            ctx.wake_worker()
+            if worker:
+                await worker
+            await ctx.close()
+
+    app = FastAPI(
+        title="Zaima 在吗",
+        description="After-sales customer service for digital-goods stores. JSON API under /api/v1.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    app.state.limits = {
+        "lookup_ip": RateLimiter(settings.lookup_rate_per_ip, 600),
+        "lookup_order": RateLimiter(settings.lookup_rate_per_order, 600),
+    }
+
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError):
+        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        zh, en = _validation_message(exc.errors())
+        details = [{"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg")}
+                   for e in exc.errors()[:20]]
+        return JSONResponse({"error": {"code": "invalid_input", "message": zh, "message_en": en,
+                                       "details": details}}, status_code=422)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz():
+        from sqlalchemy import text
+
+        async with ctx.sessions() as session:
+            await session.execute(text("SELECT 1"))
+        return {"status": "ok"}
+
+    from zaima.store import admin_api, api
+    from zaima.web import pages
+
+    app.include_router(api.router)
+    app.include_router(admin_api.router)
+    app.include_router(pages.router)
+    if settings.demo_gateway:
+        from zaima.demo import gateway
+
+        app.include_router(gateway.router)
+    if settings.demo_supplier:
+        from zaima.demo import supplier
+
+        app.include_router(supplier.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,168 @@
+"""The `zaima` command: serve, demo, db, keys, staff, worker."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from zaima.config import ConfigError, Settings, demo_settings
+
+app = typer.Typer(help="Zaima 在吗 — after-sales service for digital-goods stores", no_args_is_help=True)
+db_app = typer.Typer(help="Database migrations")
+keys_app = typer.Typer(help="Card-key stock")
+staff_app = typer.Typer(help="Staff accounts")
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+app.add_typer(staff_app, name="staff")
+console = Console(soft_wrap=True)
+
+
+def load_settings() -> Settings:
+    """Production settings from the environment; in a demo var/ (secrets.json present), the demo's."""
+    settings = Settings()
+    if settings.env == "demo" or (not settings.secret_key and (settings.var_dir / "secrets.json").exists()):
+        settings = demo_settings()
+    try:
+        settings.check()
+    except ConfigError as exc:
+        console.print(f"[red]配置错误 / configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    return settings
+
+
+def _context(settings: Settings):
+    from zaima.context import build_context
+
+    return build_context(settings)
+
+
+@db_app.command("upgrade")
+def db_upgrade():
+    """Apply all migrations."""
+    from zaima.migrate import upgrade
+
+    async def run():
+        ctx = _context(load_settings())
+        await upgrade(ctx.engine)
+        await ctx.close()
+
+    asyncio.run(run())
+    console.print("数据库已是最新 / database is up to date")
+
+
+@keys_app.command("import")
+def keys_import(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
+                product: str = typer.Option(..., "--product", help="product SKU")):
+    """Import card keys, one per line (or `key,password` / `account----password` pairs)."""
+    from zaima.core.errors import DomainError
+    from zaima.db import unit_of_work
+    from zaima.migrate import upgrade
+    from zaima.store import catalog, delivery, stock
+
+    text = file.read_bytes().decode("utf-8", errors="replace")
+    lines = text.splitlines()
+
+    async def run():
+        ctx = _context(load_settings())
+        await upgrade(ctx.engine)
+        try:
+            with Progress(TextColumn("[bold]导入卡密 importing"), BarColumn(), MofNCompleteColumn(),
+                          console=console) as bar:
+                task = bar.add_task("import", total=len(lines))
+                async with unit_of_work(ctx.sessions) as session:
+                    item = await catalog.get_product(session, product)
+                    result = await stock.import_keys(
+                        session, ctx.box, ctx.clock, item, lines, source=file.name, actor="cli",
+                        progress=lambda done, total: bar.update(task, completed=done, total=total))
+                    delivered = await delivery.fulfil_backorders(session, ctx, item.id)
+            return result, delivered
+        finally:
+            await ctx.close()
+
+    try:
+        result, delivered = asyncio.run(run())
+    except DomainError as exc:
+        console.print(f"[red]{exc.message_zh}[/red]")
+        for line in exc.details.get("lines", []):
+            console.print(f"  第 {line['line']} 行 line {line['line']}: {line['reason']}")
+        raise typer.Exit(1) from exc
+    console.print(f"已导入 {result.imported} 条 / imported {result.imported}")
+    if result.duplicates:
+        shown = ", ".join(map(str, result.duplicates[:50]))
+        console.print(f"[yellow]跳过重复 {len(result.duplicates)} 条 / skipped duplicates, lines: {shown}[/yellow]")
+    if delivered:
+        console.print(f"已为 {delivered} 个等待补货的订单发货 / delivered {delivered} waiting orders")
+
+
+@staff_app.command("create")
+def staff_create(username: str, role: str = typer.Option("agent"), password: str = typer.Option(
+        ..., prompt=True, hide_input=True, confirmation_prompt=True)):
+    """Create a staff account (agent, supervisor or admin)."""
+    from zaima.core.errors import DomainError
+    from zaima.db import unit_of_work
+    from zaima.migrate import upgrade
+    from zaima.staff import create_staff
+
+    async def run():
+        ctx = _context(load_settings())
+        await upgrade(ctx.engine)
+        try:
+            async with unit_of_work(ctx.sessions) as session:
+                await create_staff(session, ctx.clock, username, password, role)
+        finally:
+            await ctx.close()
+
+    try:
+        asyncio.run(run())
+    except DomainError as exc:
+        console.print(f"[red]{exc.message_zh}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"已创建 {username} ({role})")
+
+
+def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from zaima.app import create_app
+    from zaima.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.log_json)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                access_log=False)
+
+
+@app.command()
+def serve():
+    """Serve the app (migrations run on start)."""
+    _serve(load_settings())
+
+
+@app.command()
+def demo(serve_after: bool = typer.Option(True, "--serve/--no-serve")):
+    """Create (or keep) the demo store in ./var, then serve it."""
+    from zaima.demo.seed import seed_demo
+
+    settings = demo_settings()
+    summary = asyncio.run(seed_demo(settings))
+    base = settings.base_url
+    console.print("\n[bold green]Zaima 在吗 · 演示商店已就绪 / demo store ready[/bold green]")
+    console.print(f"  商店首页 Storefront:     {base}/")
+    console.print(f"  订单查询 Order lookup:   {base}/lookup")
+    console.print(f"  API 文档 API docs:       {base}/docs")
+    console.print(f"  健康检查 Health:         {base}/healthz")
+    console.print(f"  运营账号 Operator login: {summary['operator']} / {summary['password']}  "
+                  f"(admin API: {base}/api/v1/admin/orders)")
+    for label, url in summary.get("orders", []):
+        console.print(f"  {label}: {url}")
+    sys.stdout.flush()
+    if serve_after:
+        _serve(settings)
+
+
+if __name__ == "__main__":
+    app()

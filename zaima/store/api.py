@@ -1,0 +1,194 @@
+"""Public store API (/api/v1), the 易支付 notify/return endpoints and the supplier callback."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+
+from zaima.context import AppContext
+from zaima.core.errors import RateLimited
+from zaima.core.ids import normalize_order_no
+from zaima.core.money import format_yuan
+from zaima.core.signing import check_order_access_token, order_access_token
+from zaima.db import unit_of_work
+from zaima.store import catalog, epay, orders, payments, suppliers
+from zaima.store.schemas import OrderCreate, OrderLookup
+from zaima.store.views import order_view
+from zaima.web.deps import client_ip, get_ctx
+
+router = APIRouter()
+ORDER_COOKIE_PREFIX = "zo_"
+
+
+def product_view(product, available: int | None) -> dict:
+    return {
+        "sku": product.sku,
+        "kind": product.kind,
+        "name": product.name,
+        "name_en": product.name_en,
+        "description": product.description,
+        "price": format_yuan(product.price_fen),
+        "input_fields": product.input_fields,
+        "min_quantity": product.min_quantity,
+        "max_quantity": product.max_quantity,
+        "in_stock": None if available is None else available,
+        "allow_backorder": product.allow_backorder,
+    }
+
+
+async def products_with_stock(session, active_only: bool = True) -> list[tuple]:
+    products = await catalog.list_products(session, active_only)
+    counts = await catalog.stock_counts(session, [p.id for p in products])
+    return [(p, counts.get(p.id, {}).get("available", 0) if p.is_stocked else None) for p in products]
+
+
+@router.get("/api/v1/products", tags=["store"])
+async def list_products(ctx: AppContext = Depends(get_ctx)):
+    async with unit_of_work(ctx.sessions) as session:
+        return {"products": [product_view(p, n) for p, n in await products_with_stock(session)]}
+
+
+@router.get("/api/v1/products/{sku}", tags=["store"])
+async def get_product(sku: str, ctx: AppContext = Depends(get_ctx)):
+    async with unit_of_work(ctx.sessions) as session:
+        product = await catalog.get_product(session, sku, active_only=True)
+        counts = await catalog.stock_counts(session, [product.id])
+        return product_view(product, counts.get(product.id, {}).get("available", 0) if product.is_stocked else None)
+
+
+def checkout_links(ctx: AppContext, order, product_name: str) -> dict:
+    token = order_access_token(ctx.settings.secret_key, order.order_no)
+    base = ctx.settings.base_url
+    links = {"access_token": token, "order_url": f"{base}/orders/{order.order_no}?t={token}"}
+    if ctx.settings.epay_gateway:
+        links["pay_url"] = epay.pay_url(
+            ctx.settings.epay_gateway, ctx.settings.epay_pid, ctx.settings.epay_key,
+            out_trade_no=order.order_no, money=format_yuan(order.amount_fen), name=product_name[:60],
+            pay_type=order.pay_type, notify_url=f"{base}/pay/epay/notify",
+            return_url=f"{base}/pay/epay/return/{order.order_no}/{token}",
+        )
+    return links
+
+
+async def place_order(ctx: AppContext, body: OrderCreate, ip: str) -> tuple[object, dict]:
+    async with unit_of_work(ctx.sessions) as session:
+        product = await catalog.get_product(session, body.sku, active_only=True)
+        order = await orders.create_order(session, ctx, product, body.quantity, body.contact, body.query_password,
+                                          body.inputs, body.pay_type, ip)
+        name = product.name
+    return order, checkout_links(ctx, order, name)
+
+
+@router.post("/api/v1/orders", status_code=201, tags=["store"])
+async def create_order(body: OrderCreate, request: Request, ctx: AppContext = Depends(get_ctx)):
+    order, links = await place_order(ctx, body, client_ip(request))
+    return {"order_no": order.order_no, "status": order.status, "amount": format_yuan(order.amount_fen),
+            "expires_at": order.expires_at.isoformat(), **links}
+
+
+def token_from(request: Request, order_no: str, header: str | None) -> str | None:
+    return header or request.query_params.get("t") or request.cookies.get(ORDER_COOKIE_PREFIX + order_no)
+
+
+@router.get("/api/v1/orders/{order_no}", tags=["store"])
+async def get_order(order_no: str, request: Request, ctx: AppContext = Depends(get_ctx),
+                    x_order_token: str | None = Header(default=None)):
+    canonical = normalize_order_no(order_no) or ""
+    if not check_order_access_token(ctx.settings.secret_key, canonical, token_from(request, canonical, x_order_token)):
+        raise orders.LookupFailed()
+    async with unit_of_work(ctx.sessions) as session:
+        order = await orders.get_order(session, canonical)
+        return await order_view(session, ctx, order, reveal_keys=True)
+
+
+def check_lookup_rate(request: Request, order_no: str) -> None:
+    limits = request.app.state.limits
+    ip_key = "ip:" + client_ip(request)
+    order_key = "order:" + (normalize_order_no(order_no) or order_no)
+    if not limits["lookup_ip"].allowed(ip_key) or not limits["lookup_order"].allowed(order_key):
+        raise RateLimited()
+    limits["lookup_ip"].hit(ip_key)
+
+
+def record_lookup_failure(request: Request, order_no: str) -> None:
+    request.app.state.limits["lookup_order"].hit("order:" + (normalize_order_no(order_no) or order_no))
+
+
+async def lookup(ctx: AppContext, request: Request, body: OrderLookup):
+    check_lookup_rate(request, body.order_no)
+    async with unit_of_work(ctx.sessions) as session:
+        try:
+            order = await orders.lookup_order(session, body.order_no, body.contact, body.query_password)
+        except orders.LookupFailed:
+            record_lookup_failure(request, body.order_no)
+            raise
+        return order, await order_view(session, ctx, order, reveal_keys=True)
+
+
+@router.post("/api/v1/orders/lookup", tags=["store"])
+async def lookup_order(body: OrderLookup, request: Request, ctx: AppContext = Depends(get_ctx)):
+    order, view = await lookup(ctx, request, body)
+    return {"access_token": order_access_token(ctx.settings.secret_key, order.order_no), "order": view}
+
+
+@router.post("/api/v1/orders/{order_no}/check-payment", tags=["store"])
+async def check_payment(order_no: str, request: Request, ctx: AppContext = Depends(get_ctx),
+                        x_order_token: str | None = Header(default=None)):
+    """「我已付款」: ask the gateway now instead of waiting for a notify that may be lost."""
+    canonical = normalize_order_no(order_no) or ""
+    if not check_order_access_token(ctx.settings.secret_key, canonical, token_from(request, canonical, x_order_token)):
+        raise orders.LookupFailed()
+    check_lookup_rate(request, canonical)
+    async with unit_of_work(ctx.sessions) as session:
+        order_id = (await orders.get_order(session, canonical)).id
+    try:
+        recovered = await payments.recover_payment(ctx, order_id)
+    except epay.EpayError:
+        recovered = False
+    async with unit_of_work(ctx.sessions) as session:
+        order = await orders.get_order(session, canonical)
+        return {"recovered": recovered, "status": order.status}
+
+
+async def _notify_params(request: Request) -> dict[str, str]:
+    params = dict(request.query_params)
+    if request.method == "POST":
+        form = await request.form()
+        params.update({k: v for k, v in form.items() if isinstance(v, str)})
+    return params
+
+
+@router.api_route("/pay/epay/notify", methods=["GET", "POST"], include_in_schema=False)
+async def epay_notify(request: Request, ctx: AppContext = Depends(get_ctx)):
+    verdict = await payments.handle_notify(ctx, await _notify_params(request), client_ip(request))
+    if verdict == "rejected":
+        return PlainTextResponse("fail", status_code=400)
+    return PlainTextResponse("success")
+
+
+@router.get("/pay/epay/return/{order_no}/{token}", include_in_schema=False)
+async def epay_return(order_no: str, token: str, ctx: AppContext = Depends(get_ctx)):
+    """Where the gateway sends the buyer back. It proves nothing about payment; the notify does."""
+    canonical = normalize_order_no(order_no) or ""
+    if not check_order_access_token(ctx.settings.secret_key, canonical, token):
+        return RedirectResponse("/lookup", status_code=303)
+    response = RedirectResponse(f"/orders/{canonical}", status_code=303)
+    set_order_cookie(response, ctx, canonical, token)
+    return response
+
+
+def set_order_cookie(response, ctx: AppContext, order_no: str, token: str) -> None:
+    response.set_cookie(ORDER_COOKIE_PREFIX + order_no, token, max_age=180 * 24 * 3600, httponly=True,
+                        samesite="lax", secure=ctx.settings.base_url.startswith("https"))
+
+
+@router.post("/supplier/callback", include_in_schema=False)
+async def supplier_callback(request: Request, ctx: AppContext = Depends(get_ctx)):
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    result = await suppliers.handle_callback(ctx, body)
+    if result in ("rejected", "unknown"):
+        return JSONResponse({"code": 400, "message": result}, status_code=400)
+    return {"code": 0, "message": result}

@@ -1,0 +1,85 @@
+"""Request bodies of the store API."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class OrderCreate(BaseModel):
+    sku: str = Field(max_length=64)
+    quantity: int = Field(default=1, ge=1, le=1000)
+    contact: str = Field(max_length=200)
+    query_password: str | None = Field(default=None, max_length=64)
+    inputs: dict[str, str] | None = None
+    pay_type: str = Field(default="alipay", max_length=16)
+
+
+class OrderLookup(BaseModel):
+    order_no: str = Field(max_length=40)
+    contact: str | None = Field(default=None, max_length=200)
+    query_password: str | None = Field(default=None, max_length=64)
+
+
+class InputField(BaseModel):
+    name: str
+    label: str = ""
+    label_en: str = ""
+    pattern: str | None = None
+    hint: str = ""
+    options: list[str] | None = None
+    required: bool = True
+
+
+class ProductIn(BaseModel):
+    sku: str = Field(max_length=64)
+    kind: str
+    name: str = Field(min_length=1, max_length=200)
+    name_en: str = ""
+    description: str = ""
+    usage_instructions: str = ""
+    price: str = Field(description="price in yuan, e.g. \"30.00\"")
+    input_fields: list[InputField] = []
+    supplier_sku: str | None = None
+    replaceable: bool | None = None
+    replacement_window_hours: int | None = Field(default=None, ge=0, le=24 * 365)
+    auto_refund: bool | None = None
+    min_quantity: int = 1
+    max_quantity: int = 10
+    allow_backorder: bool = True
+    active: bool = True
+    sort_order: int = 0
+
+
+class ProductPatch(BaseModel):
+    name: str | None = None
+    name_en: str | None = None
+    description: str | None = None
+    usage_instructions: str | None = None
+    price: str | None = None
+    input_fields: list[InputField] | None = None
+    supplier_sku: str | None = None
+    replaceable: bool | None = None
+    replacement_window_hours: int | None = Field(default=None, ge=0, le=24 * 365)
+    auto_refund: bool | None = None
+    min_quantity: int | None = None
+    max_quantity: int | None = None
+    allow_backorder: bool | None = None
+    active: bool | None = None
+    sort_order: int | None = None
+
+
+class RefundIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=1000)
+    idempotency_key: str = Field(min_length=8, max_length=100)
+    quantity: int | None = Field(default=None, ge=1)
+
+
+class QuarantineIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=300)
+
+
+class AfterSalesIn(BaseModel):
+    replaceable: bool | None = None
+    replacement_window_hours: int | None = Field(default=None, ge=0, le=24 * 365)
+    auto_refund: bool | None = None
+    recharge_handoff_minutes: int | None = Field(default=None, ge=1, le=24 * 60)

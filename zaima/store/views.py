@@ -1,0 +1,117 @@
+"""How an order looks to its owner, to staff, and to the API: one place that decides what is shown."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from zaima.core.ids import display_order_no
+from zaima.core.money import format_yuan
+from zaima.models import DeliveryAttempt, Order, Product, SupplierOrder
+from zaima.store import stock, timeline
+from zaima.store.payments import payment_of
+from zaima.store.refunds import refunds_of
+
+STATUS_TEXT: dict[str, tuple[str, str]] = {
+    "pending_payment": ("待付款", "Awaiting payment"),
+    "expired": ("已关闭（超时未付款）", "Closed (not paid in time)"),
+    "paid": ("已付款", "Paid"),
+    "delivering": ("充值处理中", "Recharge in progress"),
+    "delivered": ("已发货", "Delivered"),
+    "awaiting_stock": ("已付款，等待补货", "Paid; waiting for stock"),
+    "delivery_failed": ("发货失败", "Delivery failed"),
+    "partially_refunded": ("部分退款", "Partly refunded"),
+    "refunded": ("已退款", "Refunded"),
+}
+KIND_TEXT = {"card_key": ("卡密", "Card key"), "recharge": ("直充", "Direct recharge"),
+             "account": ("账号", "Account"), "license": ("激活码", "Licence key")}
+REFUND_TEXT = {"processing": "退款处理中", "succeeded": "已原路退回", "manual_pending": "待人工退款",
+               "failed": "退款失败，待人工处理"}
+
+
+def mask(secret: str) -> str:
+    if len(secret) <= 6:
+        return "*" * len(secret)
+    return secret[:2] + "*" * (len(secret) - 4) + secret[-2:]
+
+
+async def order_view(session: AsyncSession, ctx, order: Order, *, reveal_keys: bool = False,
+                     staff: bool = False) -> dict:
+    """A plain dict. Keys are in plaintext only with reveal_keys (the verified owner)."""
+    product = await session.get(Product, order.product_id)
+    events = await timeline.events_for(session, order.id)
+    payment = await payment_of(session, order)
+    keys = await stock.keys_of_order(session, order.id, ("sold", "quarantined") if staff else ("sold",))
+    view = {
+        "order_no": order.order_no,
+        "display_no": display_order_no(order.order_no),
+        "status": order.status,
+        "status_text": STATUS_TEXT[order.status][0],
+        "status_text_en": STATUS_TEXT[order.status][1],
+        "product": {"sku": product.sku, "name": product.name, "name_en": product.name_en, "kind": product.kind,
+                    "kind_text": KIND_TEXT[product.kind][0]},
+        "usage_instructions": product.usage_instructions,
+        "quantity": order.quantity,
+        "delivered_quantity": order.delivered_quantity,
+        "refunded_quantity": order.refunded_quantity,
+        "unit_price": format_yuan(order.unit_price_fen),
+        "amount": format_yuan(order.amount_fen),
+        "refunded_amount": format_yuan(order.refunded_fen),
+        "pay_type": order.pay_type,
+        "recharge_inputs": order.recharge_inputs,
+        "created_at": order.created_at.isoformat(),
+        "expires_at": order.expires_at.isoformat(),
+        "paid_at": order.paid_at.isoformat() if order.paid_at else None,
+        "delivered_at": order.delivered_at.isoformat() if order.delivered_at else None,
+        "timeline": [
+            {
+                "at": e.at.isoformat(),
+                "kind": e.kind,
+                "text": timeline.EVENT_TEXT.get(e.kind, (e.kind, e.kind))[0],
+                "text_en": timeline.EVENT_TEXT.get(e.kind, (e.kind, e.kind))[1],
+                "actor": e.actor_kind,
+                **({"actor_id": e.actor_id, "reason": e.reason, "data": e.data,
+                    "conversation_id": e.conversation_id} if staff else {}),
+            }
+            for e in events
+        ],
+        "payment": None if payment is None else {
+            "trade_no": payment.trade_no, "amount": format_yuan(payment.amount_fen), "pay_type": payment.pay_type,
+            "received_via": payment.received_via, "at": payment.created_at.isoformat(),
+        },
+        "refunds": [
+            {"amount": format_yuan(r.amount_fen), "quantity": r.quantity, "status": r.status,
+             "status_text": REFUND_TEXT.get(r.status, r.status), "reason": r.reason, "at": r.created_at.isoformat()}
+            for r in await refunds_of(session, order.id)
+        ],
+        "keys": [],
+    }
+    if reveal_keys:
+        view["keys"] = [{"id": k.id, "secret": stock.reveal(ctx.box, k)} for k in keys if k.status == "sold"]
+    elif staff:
+        view["keys"] = [{"id": k.id, "masked": mask(stock.reveal(ctx.box, k)), "status": k.status} for k in keys]
+    if staff:
+        view["contact"] = order.contact
+        attempts = await session.scalars(select(DeliveryAttempt).where(DeliveryAttempt.order_id == order.id)
+                                         .order_by(DeliveryAttempt.id))
+        view["delivery_attempts"] = [
+            {"at": a.at.isoformat(), "method": a.method, "result": a.result, "quantity": a.quantity, "detail": a.detail}
+            for a in attempts
+        ]
+        sos = await session.scalars(select(SupplierOrder).where(SupplierOrder.order_id == order.id)
+                                    .order_by(SupplierOrder.id))
+        view["supplier_orders"] = [
+            {"request_id": s.request_id, "supplier_order_no": s.supplier_order_no, "status": s.status,
+             "message": s.message, "attempts": s.attempts, "log": s.log,
+             "submitted_at": s.submitted_at.isoformat() if s.submitted_at else None,
+             "finished_at": s.finished_at.isoformat() if s.finished_at else None}
+            for s in sos
+        ]
+    if product.kind == "recharge":
+        last = await session.scalar(select(SupplierOrder).where(SupplierOrder.order_id == order.id)
+                                    .order_by(SupplierOrder.id.desc()).limit(1))
+        view["recharge"] = None if last is None else {
+            "status": last.status, "supplier_order_no": last.supplier_order_no,
+            "finished_at": last.finished_at.isoformat() if last.finished_at else None,
+        }
+    return view
