@@ -65,6 +65,7 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
     app.state.limits = {
         "lookup_ip": RateLimiter(settings.lookup_rate_per_ip, 600),
         "lookup_order": RateLimiter(settings.lookup_rate_per_order, 600),
+        "check_payment": RateLimiter(20, 600),
     }
 
     @app.exception_handler(DomainError)

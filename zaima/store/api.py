@@ -11,6 +11,7 @@ from zaima.core.ids import normalize_order_no
 from zaima.core.money import format_yuan
 from zaima.core.signing import check_order_access_token, order_access_token
 from zaima.db import unit_of_work
+from zaima.models import Order
 from zaima.store import catalog, epay, orders, payments, suppliers
 from zaima.store.schemas import OrderCreate, OrderLookup
 from zaima.store.views import order_view
@@ -115,19 +116,21 @@ def record_lookup_failure(request: Request, order_no: str) -> None:
 
 
 async def lookup(ctx: AppContext, request: Request, body: OrderLookup):
+    """Rate-limited guest lookup shared by the API and the lookup page."""
     check_lookup_rate(request, body.order_no)
     async with unit_of_work(ctx.sessions) as session:
         try:
-            order = await orders.lookup_order(session, body.order_no, body.contact, body.query_password)
+            return await orders.lookup_order(session, body.order_no, body.contact, body.query_password)
         except orders.LookupFailed:
             record_lookup_failure(request, body.order_no)
             raise
-        return order, await order_view(session, ctx, order, reveal_keys=True)
 
 
 @router.post("/api/v1/orders/lookup", tags=["store"])
 async def lookup_order(body: OrderLookup, request: Request, ctx: AppContext = Depends(get_ctx)):
-    order, view = await lookup(ctx, request, body)
+    order = await lookup(ctx, request, body)
+    async with unit_of_work(ctx.sessions) as session:
+        view = await order_view(session, ctx, await session.get(Order, order.id), reveal_keys=True)
     return {"access_token": order_access_token(ctx.settings.secret_key, order.order_no), "order": view}
 
 
@@ -138,7 +141,11 @@ async def check_payment(order_no: str, request: Request, ctx: AppContext = Depen
     canonical = normalize_order_no(order_no) or ""
     if not check_order_access_token(ctx.settings.secret_key, canonical, token_from(request, canonical, x_order_token)):
         raise orders.LookupFailed()
-    check_lookup_rate(request, canonical)
+    # Its own budget: tapping 「我已付款」 a few times must not lock the customer out of lookups.
+    limiter = request.app.state.limits["check_payment"]
+    if not limiter.allowed(canonical):
+        raise RateLimited()
+    limiter.hit(canonical)
     async with unit_of_work(ctx.sessions) as session:
         order_id = (await orders.get_order(session, canonical)).id
     try:

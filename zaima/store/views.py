@@ -25,8 +25,10 @@ STATUS_TEXT: dict[str, tuple[str, str]] = {
 }
 KIND_TEXT = {"card_key": ("卡密", "Card key"), "recharge": ("直充", "Direct recharge"),
              "account": ("账号", "Account"), "license": ("激活码", "Licence key")}
-REFUND_TEXT = {"processing": "退款处理中", "succeeded": "已原路退回", "manual_pending": "待人工退款",
-               "failed": "退款失败，待人工处理"}
+REFUND_TEXT = {"processing": ("退款处理中", "Refund in progress"),
+               "succeeded": ("已原路退回", "Returned to your payment account"),
+               "manual_pending": ("待人工退款", "To be refunded by staff"),
+               "failed": ("退款失败，待人工处理", "Refund failed; staff will handle it")}
 
 
 def mask(secret: str) -> str:
@@ -81,7 +83,9 @@ async def order_view(session: AsyncSession, ctx, order: Order, *, reveal_keys: b
         },
         "refunds": [
             {"amount": format_yuan(r.amount_fen), "quantity": r.quantity, "status": r.status,
-             "status_text": REFUND_TEXT.get(r.status, r.status), "reason": r.reason, "at": r.created_at.isoformat()}
+             "status_text": REFUND_TEXT.get(r.status, (r.status,))[0],
+             "status_text_en": REFUND_TEXT.get(r.status, (r.status, r.status))[1],
+             "reason": r.reason, "at": r.created_at.isoformat()}
             for r in await refunds_of(session, order.id)
         ],
         "keys": [],

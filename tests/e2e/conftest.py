@@ -1,0 +1,57 @@
+"""Browser tests: real Chromium (Debian's) driven by Playwright against a live uvicorn server.
+
+They run on SQLite only: the page behaviour does not depend on the database, and the store tests
+already cover both backends. Screenshots go to test-artifacts/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+PHONE = {"width": 360, "height": 780}
+DESKTOP = {"width": 1280, "height": 860}
+
+
+@pytest.fixture
+def db_url(sqlite_template, tmp_path):
+    """Overrides the root fixture: SQLite only for browser tests."""
+    path = tmp_path / "zaima.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture
+async def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+async def screenshot_both(browser, url: str, name: str, directory: Path) -> None:
+    """Full-page screenshots of one URL at phone and desktop width: phone-<name>.png, desktop-<name>.png."""
+    for label, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
+        context = await browser.new_context(viewport=viewport, locale="zh-CN", device_scale_factor=1)
+        page = await context.new_page()
+        await page.goto(url)
+        await page.wait_for_load_state("networkidle")
+        assert await page.evaluate("document.documentElement.scrollWidth") <= viewport["width"], \
+            f"{name} overflows horizontally at {viewport['width']} px"
+        await page.screenshot(path=str(directory / f"{label}-{name}.png"), full_page=True)
+        await context.close()
