@@ -149,6 +149,8 @@ async def api(request: Request, ctx: AppContext = Depends(get_ctx)):
             query = query.where(DemoGatewayTrade.trade_no == params["trade_no"])
         else:
             query = query.where(DemoGatewayTrade.out_trade_no == params.get("out_trade_no", ""))
+        if params.get("act") == "refund":
+            query = query.with_for_update()  # concurrent refunds of one trade must not lose an update
         trade = await session.scalar(query)
         if trade is None:
             return JSONResponse({"code": -1, "msg": "订单号不存在"})

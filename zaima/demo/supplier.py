@@ -104,7 +104,8 @@ async def create(request: Request, ctx: AppContext = Depends(get_ctx)):
 @router.get("/api/orders/{request_id}")
 async def query(request_id: str, request: Request, ctx: AppContext = Depends(get_ctx)):
     params = dict(request.query_params)
-    if not supplier_protocol.verify(params, ctx.settings.supplier_secret):
+    # The signed request_id must be the one in the path, or a signed query could read another order.
+    if params.get("request_id") != request_id or not supplier_protocol.verify(params, ctx.settings.supplier_secret):
         return JSONResponse({"code": 401, "message": "签名错误"}, status_code=401)
     async with unit_of_work(ctx.sessions) as session:
         order = await session.scalar(select(DemoSupplierOrder).where(DemoSupplierOrder.request_id == request_id))

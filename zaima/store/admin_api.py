@@ -14,9 +14,9 @@ from zaima.core.money import MoneyFormatError, parse_yuan
 from zaima.db import unit_of_work
 from zaima.models import CardKey, Order, StaffUser
 from zaima.staff import authenticate
-from zaima.store import catalog, delivery, epay, orders, payments, policy, refunds, stock, timeline
+from zaima.store import catalog, delivery, epay, orders, payments, policy, refunds, stock, suppliers, timeline
 from zaima.store.api import product_view, products_with_stock
-from zaima.store.schemas import AfterSalesIn, ProductIn, ProductPatch, QuarantineIn, RefundIn
+from zaima.store.schemas import AfterSalesIn, ProductIn, ProductPatch, QuarantineIn, RefundIn, SettleRechargeIn
 from zaima.store.views import order_view
 from zaima.web.deps import get_ctx
 
@@ -207,6 +207,18 @@ async def redeliver(order_no: str, ctx: AppContext = Depends(get_ctx), user: Sta
             raise orders.InvalidTransition("只有等待补货的订单可以重新发货", "only orders awaiting stock can be redelivered")
         delivered = await delivery.deliver_from_stock(session, ctx, order, actor_of(user))
         return {"delivered": delivered, "status": order.status}
+
+    return await ctx.transact(run)
+
+
+@router.post("/orders/{order_no}/settle-recharge")
+async def settle_recharge(order_no: str, body: SettleRechargeIn, ctx: AppContext = Depends(get_ctx),
+                          user: StaffUser = Depends(require("admin", "supervisor"))):
+    """Settle a 直充 the supplier never answered, after staff confirmed the result with the supplier."""
+    async def run(session):
+        order = await orders.get_order(session, order_no)
+        await suppliers.settle_recharge(session, ctx, order, body.result == "succeeded", body.note, actor_of(user))
+        return {"status": order.status}
 
     return await ctx.transact(run)
 

@@ -7,18 +7,25 @@ has one; otherwise the refund is recorded as `manual_pending` for an agent to pa
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.core.audit import SYSTEM, Actor
 from zaima.core.errors import Conflict, ValidationFailed
 from zaima.core.money import format_yuan
-from zaima.jobs import enqueue, handler
+from zaima.jobs import RetryLater, enqueue, handler
 from zaima.models import Order, Refund
 from zaima.store import stock, timeline
+from zaima.store.epay import EpayError
 from zaima.store.orders import transition
 
 REFUNDABLE_STATES = ("paid", "awaiting_stock", "delivery_failed")
+# 易支付's refund API has no idempotency key: a request that may have reached the gateway is never
+# sent again. Only a connection that was never made is retried, this many times, then staff take over.
+GATEWAY_CONNECT_RETRIES_SECONDS = (30, 120, 600, 1800)
 
 
 class NotRefundable(Conflict):
@@ -80,7 +87,17 @@ async def gateway_refund_job(ctx, payload: dict) -> None:
             return
         order = await session.get(Order, refund.order_id)
         order_no, money = order.order_no, format_yuan(refund.amount_fen)
-    ok, message = await ctx.epay.refund(order_no, money)
+    try:
+        ok, message = await ctx.epay.refund(order_no, money)
+    except EpayError as exc:
+        tries = payload.get("connect_failures", 0)
+        never_sent = isinstance(exc.__cause__, httpx.ConnectError | httpx.ConnectTimeout)
+        if never_sent and tries < len(GATEWAY_CONNECT_RETRIES_SECONDS):
+            raise RetryLater(ctx.clock.now() + timedelta(seconds=GATEWAY_CONNECT_RETRIES_SECONDS[tries]),
+                             "gateway unreachable", payload={**payload, "connect_failures": tries + 1}) from exc
+        ok = False
+        message = ("支付平台无法连接，请人工退款" if never_sent
+                   else "支付平台未返回退款结果，请先在支付平台核对是否已退款，再人工处理")
 
     async def record(session: AsyncSession) -> None:
         refund = await session.get(Refund, payload["refund_id"])

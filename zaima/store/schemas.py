@@ -83,3 +83,8 @@ class AfterSalesIn(BaseModel):
     replacement_window_hours: int | None = Field(default=None, ge=0, le=24 * 365)
     auto_refund: bool | None = None
     recharge_handoff_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
+
+
+class SettleRechargeIn(BaseModel):
+    result: str = Field(pattern="^(succeeded|failed)$", description="what the supplier confirmed")
+    note: str = Field(min_length=1, max_length=500)

@@ -17,11 +17,14 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zaima.core.audit import SUPPLIER, SYSTEM
+from zaima.core.audit import SUPPLIER, SYSTEM, Actor
+from zaima.core.errors import Conflict
 from zaima.jobs import RetryLater, enqueue, handler
 from zaima.models import Order, Product, SupplierOrder
 from zaima.store import supplier_protocol, timeline
 from zaima.store.orders import transition
+from zaima.store.policy import product_after_sales
+from zaima.store.refunds import refund_undelivered
 
 log = structlog.get_logger("zaima.suppliers")
 
@@ -89,9 +92,10 @@ class HttpSupplierAdapter(SupplierAdapter):
     @staticmethod
     def _report(data: dict) -> SupplierReport:
         status = data.get("status")
-        if data.get("code") != 0 and status != "failed":
-            # A refusal with a reason (bad account, unknown sku) is a definitive failure.
-            return SupplierReport("failed", data.get("supplier_order_no"), str(data.get("message", "")), data)
+        if status != "failed" and data.get("code") != 0:
+            # An error answer (bad signature, rate limit, maintenance) is about the request, not the
+            # recharge: only an explicit `failed` is a failure. Anything else may still succeed.
+            raise SupplierUnavailable(f"supplier error {data.get('code')!r}: {str(data.get('message', ''))[:100]}")
         if status not in supplier_protocol.SUPPLIER_STATES:
             raise SupplierUnavailable(f"unknown supplier status {status!r}")
         return SupplierReport(status, data.get("supplier_order_no"), str(data.get("message", "")), data)
@@ -122,10 +126,11 @@ def _log_entry(ctx, via: str, report: SupplierReport) -> dict:
 
 
 async def apply_report(session: AsyncSession, ctx, supplier_order: SupplierOrder, report: SupplierReport,
-                       via: str) -> str:
-    """Apply what the supplier said. Returns 'applied', 'pending', 'duplicate' or 'conflict'."""
-    from zaima.store.refunds import refund_undelivered
+                       via: str, actor: Actor = SUPPLIER) -> str:
+    """Apply what the supplier said (or, via="agent", what staff confirmed with the supplier).
 
+    Returns 'applied', 'pending', 'duplicate' or 'conflict'.
+    """
     now = ctx.clock.now()
     order = await session.get(Order, supplier_order.order_id)
     supplier_order.log = [*supplier_order.log, _log_entry(ctx, via, report)]
@@ -152,14 +157,12 @@ async def apply_report(session: AsyncSession, ctx, supplier_order: SupplierOrder
         transition(order, "delivered")
         order.delivered_quantity = order.quantity
         order.delivered_at = now
-        await timeline.record(session, order, "supplier_succeeded", SUPPLIER, now,
+        await timeline.record(session, order, "supplier_succeeded", actor, now,
                               supplier_order_no=supplier_order.supplier_order_no, via=via)
     else:
         transition(order, "delivery_failed")
-        await timeline.record(session, order, "supplier_failed", SUPPLIER, now, reason=report.message[:200],
+        await timeline.record(session, order, "supplier_failed", actor, now, reason=report.message[:200],
                               supplier_order_no=supplier_order.supplier_order_no, via=via)
-        from zaima.store.policy import product_after_sales
-
         product = await session.get(Product, order.product_id)
         if (await product_after_sales(session, product)).auto_refund:
             await refund_undelivered(session, ctx, order, actor=SYSTEM, reason="供应商充值失败，自动退款",
@@ -189,17 +192,24 @@ async def supplier_submit_job(ctx, payload: dict) -> None:
         if first:
             await timeline.record(session, order, "supplier_submitted", SYSTEM, ctx.clock.now(),
                                   request_id=so.request_id)
-        return so.request_id, product.supplier_sku or product.sku, dict(order.recharge_inputs)
+        return (so.request_id, product.supplier_sku or product.sku, dict(order.recharge_inputs), so.attempts,
+                so.created_at)
 
     job = await ctx.transact(mark_submitted)
     if job is None:
         return
-    request_id, sku, account = job
+    request_id, sku, account, attempts, created = job
     try:
         report = await ctx.supplier.submit(request_id, sku, account, _callback_url(ctx))
     except SupplierUnavailable as exc:
         # Same request id next time: the supplier deduplicates, so a retry never recharges twice.
-        raise RuntimeError(f"supplier unreachable: {exc}") from exc
+        # Keep trying for as long as we would poll (not just the job's few attempts), then say so.
+        if ctx.clock.now() - created > GIVE_UP_POLLING_AFTER:
+            why = str(exc)
+            await ctx.transact(lambda session: _give_up(session, ctx, so_id, "submit", why))
+            return
+        delay = POLL_BACKOFF_SECONDS[min(attempts - 1, len(POLL_BACKOFF_SECONDS) - 1)]
+        raise RetryLater(ctx.clock.now() + timedelta(seconds=delay), f"supplier unreachable: {exc}") from exc
 
     async def record(session: AsyncSession):
         so = await session.get(SupplierOrder, so_id)
@@ -232,11 +242,23 @@ async def supplier_poll_job(ctx, payload: dict) -> None:
             return
     round_no = payload.get("round", 0) + 1
     if ctx.clock.now() - created > GIVE_UP_POLLING_AFTER:
-        log.error("supplier_poll_gave_up", request_id=request_id)
+        await ctx.transact(lambda session: _give_up(session, ctx, so_id, "poll", "no final answer"))
         return
     delay = POLL_BACKOFF_SECONDS[min(round_no, len(POLL_BACKOFF_SECONDS) - 1)]
     raise RetryLater(ctx.clock.now() + timedelta(seconds=delay), f"poll round {round_no}",
                      payload={**payload, "round": round_no})
+
+
+async def _give_up(session: AsyncSession, ctx, so_id: int, stage: str, why: str) -> None:
+    """Stop asking: the order stays `delivering` (never failed on a guess) and staff see why."""
+    so = await session.get(SupplierOrder, so_id)
+    if so is None or so.status in TERMINAL:
+        return
+    order = await session.get(Order, so.order_id)
+    log.error("supplier_gave_up", request_id=so.request_id, stage=stage, why=why)
+    await timeline.record(session, order, "supplier_gave_up", SYSTEM, ctx.clock.now(),
+                          reason="供应商长时间无结果，请人工核实充值状态", stage=stage, request_id=so.request_id,
+                          error=why[:200])
 
 
 async def _apply_polled(session: AsyncSession, ctx, so_id: int, report: SupplierReport) -> str:
@@ -259,3 +281,13 @@ async def handle_callback(ctx, body: dict) -> str:
         return await apply_report(session, ctx, so, report, "callback")
 
     return await ctx.transact(apply)
+
+
+async def settle_recharge(session: AsyncSession, ctx, order: Order, succeeded: bool, note: str, actor: Actor) -> str:
+    """Staff settle a recharge the supplier never answered, after checking with the supplier."""
+    supplier_order = await session.scalar(select(SupplierOrder).where(SupplierOrder.order_id == order.id)
+                                          .order_by(SupplierOrder.id.desc()).limit(1))
+    if supplier_order is None or order.status != "delivering":
+        raise Conflict("只有充值处理中的订单可以人工确认结果", "only a recharge in progress can be settled")
+    report = SupplierReport("succeeded" if succeeded else "failed", None, note)
+    return await apply_report(session, ctx, supplier_order, report, "agent", actor)

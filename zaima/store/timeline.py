@@ -22,6 +22,7 @@ EVENT_TEXT: dict[str, tuple[str, str]] = {
     "supplier_pending": ("供应商处理中", "Supplier still processing"),
     "supplier_succeeded": ("充值成功", "Recharge succeeded"),
     "supplier_failed": ("充值失败", "Recharge failed"),
+    "supplier_gave_up": ("供应商长时间无结果，转人工核实", "No result from the supplier; staff will check"),
     "supplier_conflict": ("供应商回调与已确认结果不一致，已忽略", "Supplier report contradicts the final result; ignored"),
     "expired": ("订单超时未支付，已关闭", "Order expired unpaid"),
     "stock_released": ("预留库存已释放", "Reserved stock released"),
