@@ -17,6 +17,7 @@ from zaima.context import AppContext, build_context
 from zaima.core.errors import DomainError
 from zaima.core.ratelimit import RateLimiter
 from zaima.migrate import upgrade
+from zaima.store import jobs as _store_jobs  # noqa: F401 - registers the store's job handlers
 from zaima.web import STATIC_DIR
 
 log = structlog.get_logger("zaima.app")
@@ -32,12 +33,6 @@ def _validation_message(errors: list[dict]) -> tuple[str, str]:
 
 
 def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool = True) -> FastAPI:
-    import zaima.store.delivery  # noqa: F401 - registers job handlers
-    import zaima.store.orders  # noqa: F401
-    import zaima.store.payments  # noqa: F401
-    import zaima.store.refunds  # noqa: F401
-    import zaima.store.suppliers  # noqa: F401
-
     ctx = ctx or build_context(settings)
 
     @asynccontextmanager

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from tests.conftest import EPAY_KEY
 from zaima.db import unit_of_work
 from zaima.store import catalog, epay, orders, stock
-
-from tests.conftest import EPAY_KEY
 
 
 async def make_product(ctx, sku: str = "card-1", kind: str = "card_key", price_fen: int = 3000, **values):

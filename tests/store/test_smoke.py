@@ -2,11 +2,10 @@
 
 from sqlalchemy import func, select
 
+from tests.store.helpers import add_stock, make_order, make_product, notify_params
 from zaima.db import unit_of_work
 from zaima.models import CardKey, Order
 from zaima.store import payments
-
-from tests.store.helpers import add_stock, make_order, make_product, notify_params
 
 
 async def test_paid_card_key_order_is_delivered_with_its_key(ctx):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 ORDER_NO_LENGTH = 12
@@ -21,7 +22,8 @@ def new_order_no() -> str:
 
 def normalize_order_no(text: str) -> str | None:
     """Canonical form of what a customer typed, or None when it cannot be an order number."""
-    cleaned = re.sub(r"[\s\-_—–·.]", "", (text or "")).upper().translate(_TRANSLATE)
+    # NFKC first: full-width input from a Chinese IME (Ｋ７Ｑ３－９ＸＤＭ) means the ASCII characters.
+    cleaned = re.sub(r"[\s\-_—–·.]", "", unicodedata.normalize("NFKC", text or "")).upper().translate(_TRANSLATE)
     return cleaned if _CANONICAL.match(cleaned) else None
 
 

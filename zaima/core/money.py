@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-_YUAN = re.compile(r"^\d{1,9}(\.\d{1,2})?$")
+_YUAN = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,2})?$")  # ASCII digits only: `\d` also matches "１２"
 
 
 class MoneyFormatError(ValueError):
@@ -14,7 +14,9 @@ class MoneyFormatError(ValueError):
 
 def parse_yuan(text: str) -> int:
     """'12.3' -> 1230. Rejects negatives, more than two decimals, exponents and garbage."""
-    text = str(text).strip()
+    if not isinstance(text, str):  # a float has already lost the exact amount
+        raise MoneyFormatError(f"amount must be a string of yuan, not {type(text).__name__}")
+    text = text.strip()
     if not _YUAN.match(text):
         raise MoneyFormatError(f"not an amount in yuan: {text!r}")
     try:
@@ -26,8 +28,10 @@ def parse_yuan(text: str) -> int:
 
 def format_yuan(fen: int) -> str:
     """1230 -> '12.30' (the form epay signs)."""
+    if isinstance(fen, bool) or not isinstance(fen, int):  # int(12.999) would silently drop fen
+        raise TypeError(f"amount must be integer fen, not {type(fen).__name__}")
     sign = "-" if fen < 0 else ""
-    fen = abs(int(fen))
+    fen = abs(fen)
     return f"{sign}{fen // 100}.{fen % 100:02d}"
 
 

@@ -21,7 +21,7 @@ from zaima.core.money import format_yuan
 from zaima.core.signing import order_access_token
 from zaima.db import unit_of_work
 from zaima.migrate import upgrade
-from zaima.models import DemoGatewayTrade, Order, StoreSetting
+from zaima.models import DemoGatewayTrade, StoreSetting
 from zaima.staff import create_staff
 from zaima.store import catalog, epay, orders, payments, refunds, stock
 

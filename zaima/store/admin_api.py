@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from fastapi import APIRouter, Depends, File, Request, UploadFile
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from sqlalchemy import select
@@ -16,7 +15,14 @@ from zaima.models import CardKey, Order, StaffUser
 from zaima.staff import authenticate
 from zaima.store import catalog, delivery, epay, orders, payments, policy, refunds, stock, suppliers, timeline
 from zaima.store.api import product_view, products_with_stock
-from zaima.store.schemas import AfterSalesIn, ProductIn, ProductPatch, QuarantineIn, RefundIn, SettleRechargeIn
+from zaima.store.schemas import (
+    AfterSalesIn,
+    ProductIn,
+    ProductPatch,
+    QuarantineIn,
+    RefundIn,
+    SettleRechargeIn,
+)
 from zaima.store.views import order_view
 from zaima.web.deps import get_ctx
 
@@ -120,7 +126,7 @@ async def import_keys(sku: str, request: Request, file: UploadFile | None = File
     text = raw.decode("utf-8", errors="replace")
     async with unit_of_work(ctx.sessions) as session:
         product = await catalog.get_product(session, sku)
-        result = await stock.import_keys(session, ctx.box, ctx.clock, product, text.splitlines(),
+        result = await stock.import_keys(session, ctx.box, ctx.clock, product, stock.split_lines(text),
                                          source=(file.filename if file else "api"), actor=user.username)
         delivered = await delivery.fulfil_backorders(session, ctx, product.id)
     return {"batch_id": result.batch_id, "imported": result.imported, "duplicates": len(result.duplicates),

@@ -43,7 +43,7 @@ def _check_product(values: dict) -> None:
 
 
 async def create_product(session: AsyncSession, clock, sku: str, **values) -> Product:
-    if not SKU_PATTERN.match(sku or ""):
+    if not SKU_PATTERN.fullmatch(sku or ""):  # not .match: `$` also matches before a trailing newline
         raise ValidationFailed("SKU 只能包含字母、数字、点、下划线和短横线", "invalid SKU")
     values = {k: v for k, v in values.items() if k in PRODUCT_FIELDS and v is not None}
     values.setdefault("input_fields", [])
@@ -67,7 +67,10 @@ async def update_product(session: AsyncSession, product: Product, **values) -> P
 
 
 async def get_product(session: AsyncSession, sku: str, active_only: bool = False) -> Product:
-    product = await session.scalar(select(Product).where(Product.sku == sku))
+    # A string that cannot be a SKU is not looked up (PostgreSQL refuses NUL in text with an error).
+    product = None
+    if SKU_PATTERN.fullmatch(sku or ""):
+        product = await session.scalar(select(Product).where(Product.sku == sku))
     if product is None or (active_only and not product.active):
         raise NotFound("商品不存在或已下架", "Product not found")
     return product

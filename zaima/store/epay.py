@@ -31,7 +31,8 @@ def sign(params: dict[str, object], key: str) -> str:
 
 def verify(params: dict[str, object], key: str) -> bool:
     given = str(params.get("sign") or "").lower()
-    return bool(given) and hmac.compare_digest(given, sign(params, key))
+    # Compare bytes: compare_digest raises TypeError on a str with non-ASCII characters (a forged sign).
+    return bool(given) and hmac.compare_digest(given.encode("utf-8"), sign(params, key).encode("ascii"))
 
 
 def signed(params: dict[str, object], key: str) -> dict[str, str]:

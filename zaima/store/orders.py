@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -12,13 +13,14 @@ from zaima.core.audit import CUSTOMER, SYSTEM
 from zaima.core.errors import Conflict, NotFound, ValidationFailed
 from zaima.core.ids import new_order_no, normalize_order_no
 from zaima.core.passwords import hash_password, verify_password
-from zaima.jobs import enqueue, handler
+from zaima.jobs import enqueue
 from zaima.models import Order, Product
 from zaima.store import stock, timeline
 from zaima.store.catalog import validate_recharge_inputs
+from zaima.store.epay import PAY_TYPES
 
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
-PHONE = re.compile(r"^1[3-9]\d{9}$")  # mainland mobile
+PHONE = re.compile(r"^1[3-9][0-9]{9}$")  # mainland mobile
 
 # Allowed transitions. Anything else is refused, so a late or repeated callback never moves an
 # order backwards (e.g. delivered → paid).
@@ -41,7 +43,8 @@ class InvalidTransition(Conflict):
 
 def normalize_contact(text: str) -> tuple[str, str]:
     """('email'|'phone', canonical value) or a clear error."""
-    value = (text or "").strip()
+    # NFKC: a Chinese IME may type full-width digits and signs (１３８…, ＋８６, ＠); they mean the ASCII ones.
+    value = unicodedata.normalize("NFKC", text or "").strip()
     if EMAIL.match(value):
         return "email", value.lower()
     digits = re.sub(r"[\s\-()]", "", value)
@@ -67,8 +70,6 @@ def transition(order: Order, new_status: str) -> None:
 async def create_order(session: AsyncSession, ctx, product: Product, quantity: int, contact: str,
                        query_password: str | None = None, inputs: dict | None = None, pay_type: str = "alipay",
                        client_ip: str = "") -> Order:
-    from zaima.store.epay import PAY_TYPES
-
     if not product.active:
         raise NotFound("商品已下架", "Product is not on sale")
     if not isinstance(quantity, int) or not (product.min_quantity <= quantity <= product.max_quantity):
@@ -153,30 +154,3 @@ async def lookup_order(session: AsyncSession, order_no: str, contact: str | None
     if not ok:
         raise LookupFailed()
     return order
-
-
-@handler("expire_order")
-async def expire_order_job(ctx, payload: dict) -> None:
-    from zaima.store.payments import recover_payment
-
-    # Ask the gateway once more before closing: the notify may have been lost.
-    if await recover_payment(ctx, payload["order_id"]):
-        return
-
-    async def expire(session: AsyncSession) -> None:
-        order = await session.get(Order, payload["order_id"])
-        if order is None or order.status != "pending_payment":
-            return
-        now = ctx.clock.now()
-        if order.expires_at > now:
-            return
-        transition(order, "expired")
-        released = await stock.release_reservations(session, order.id)
-        await timeline.record(session, order, "expired", SYSTEM, now)
-        if released:
-            await timeline.record(session, order, "stock_released", SYSTEM, now, quantity=released)
-            from zaima.store.delivery import queue_backorders
-
-            await queue_backorders(session, ctx, order.product_id)
-
-    await ctx.transact(expire)

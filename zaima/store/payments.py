@@ -36,7 +36,10 @@ async def payment_of(session: AsyncSession, order: Order) -> Payment | None:
 async def apply_payment(session: AsyncSession, ctx, order: Order, *, trade_no: str, amount_fen: int,
                         pay_type: str, via: str, raw: dict, actor: Actor = GATEWAY) -> str:
     """Record the payment and start delivery. Returns 'accepted' or 'duplicate'."""
-    if await payment_of(session, order) is not None or order.status not in ("pending_payment", "expired"):
+    existing = await payment_of(session, order)
+    if existing is not None or order.status not in ("pending_payment", "expired"):
+        if existing is not None and trade_no and trade_no != existing.trade_no:
+            await _flag_extra_payment(session, ctx, order, trade_no, amount_fen, actor)
         return "duplicate"
     now = ctx.clock.now()
     late = order.status == "expired"
@@ -49,6 +52,21 @@ async def apply_payment(session: AsyncSession, ctx, order: Order, *, trade_no: s
     await session.flush()
     await deliver(session, ctx, order)
     return "accepted"
+
+
+async def _flag_extra_payment(session: AsyncSession, ctx, order: Order, trade_no: str, amount_fen: int,
+                              actor: Actor) -> None:
+    """A second, different gateway trade for an order already paid: the customer paid twice.
+
+    It is still the customer's money, so it goes on the order's timeline for staff to refund (once
+    per trade, however often the gateway repeats it).
+    """
+    events = await timeline.events_for(session, order.id)
+    if any(e.kind == "extra_payment" and e.data.get("trade_no") == trade_no for e in events):
+        return
+    await timeline.record(session, order, "extra_payment", actor, ctx.clock.now(), trade_no=trade_no,
+                          amount=amount_fen, reason="重复付款，需人工退款")
+    log.warning("epay_extra_payment", order_no=order.order_no, trade_no=trade_no)
 
 
 def _precheck(ctx, params: dict) -> str | None:
@@ -68,9 +86,14 @@ def _precheck(ctx, params: dict) -> str | None:
 
 async def handle_notify(ctx, params: dict[str, str], remote_addr: str = "") -> str:
     """Returns 'accepted', 'duplicate' or 'rejected'. Only the first two are answered `success`."""
-    params = {k: str(v) for k, v in params.items()}
+    params = {str(k): str(v) for k, v in params.items()}
+    reason = None
+    if any("\x00" in k or "\x00" in v for k, v in params.items()):
+        # No gateway sends NUL, and PostgreSQL text cannot store it: keep the evidence escaped, reject.
+        params = {k.replace("\x00", "\\x00"): v.replace("\x00", "\\x00") for k, v in params.items()}
+        reason = "bad_params"
     out_trade_no = params.get("out_trade_no", "")[:64]
-    reason = _precheck(ctx, params)
+    reason = reason or _precheck(ctx, params)
 
     async def apply(session: AsyncSession) -> tuple[str, str]:
         verdict, why = "rejected", reason or ""
@@ -131,7 +154,10 @@ async def recover_payment(ctx, order_id: int, actor: Actor = GATEWAY) -> bool:
 
 @handler("requery_payment")
 async def requery_payment_job(ctx, payload: dict) -> None:
-    await recover_payment(ctx, payload["order_id"])
+    try:
+        await recover_payment(ctx, payload["order_id"])
+    except EpayError:
+        pass  # the gateway is down now; the next round (and expiry) ask again
     async with ctx.sessions() as session:
         order = await session.get(Order, payload["order_id"])
         if order is None or order.status not in ("pending_payment", "expired"):

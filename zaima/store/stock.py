@@ -8,6 +8,7 @@ moved first is simply not ours; we pick again.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -37,6 +38,16 @@ class ParsedLine:
 class ParseReport:
     keys: list[ParsedLine] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, zh-CN reason)
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines as an editor numbers them. Not `str.splitlines()`, which also breaks at \\x0b, \\x0c,
+    \\x1c-\\x1e, \\x85 and U+2028/U+2029: a stray control character would vanish unreported and
+    shift every line number after it."""
+    return _LINE_BREAK.split(text)
 
 
 def parse_key_lines(lines: Iterable[str]) -> ParseReport:

@@ -32,6 +32,7 @@ EVENT_TEXT: dict[str, tuple[str, str]] = {
     "refund_failed": ("退款接口失败，转人工处理", "Gateway refund failed; handed to staff"),
     "key_quarantined": ("卡密已标记为异常", "Card key quarantined"),
     "keys_revealed": ("卡密被查看", "Card keys revealed"),
+    "extra_payment": ("收到重复付款，待人工退款", "A second payment arrived; staff will refund it"),
     "late_payment": ("订单关闭后收到付款", "Payment received after the order expired"),
 }
 

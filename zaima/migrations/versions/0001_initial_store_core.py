@@ -1,13 +1,12 @@
 """initial store core
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-25 16:49:35.452681
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0001'
 down_revision = None
