@@ -186,3 +186,30 @@ async def test_two_workers_never_run_one_job_twice(settings, ctx, clock):
     async with ctx.sessions() as session:
         done = await session.scalar(select(func.count()).select_from(Job).where(Job.status == "done"))
         assert done == 20
+
+
+async def test_a_worker_that_outlived_its_lease_cannot_overwrite_the_new_owner(ctx, clock):
+    """A handler that runs past its lease is taken over; when it finally ends, its late outcome
+    must not overwrite the run of the worker that now owns the job."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    @jobs.handler("test_overrun")
+    async def _overrun(ctx, payload: dict) -> None:
+        CALLS.append(("test_overrun", payload))
+        if len(CALLS) == 1:  # the first run hangs past its lease, then fails
+            started.set()
+            await release.wait()
+            raise RuntimeError("finished far too late")
+        raise jobs.RetryLater(ctx.clock.now() + timedelta(hours=1), "second owner reschedules")
+
+    await enqueue(ctx, "test_overrun", {})
+    first = asyncio.create_task(jobs.run_due(ctx))
+    await started.wait()
+    clock.advance(seconds=jobs.LEASE.total_seconds() + 1)
+    assert await jobs.run_due(ctx) == 1  # the second worker takes over and reschedules
+    release.set()
+    await first
+    [job] = await all_jobs(ctx)
+    # The second owner's outcome stands: pending an hour later, not the first run's failure backoff.
+    assert job.status == "pending" and job.last_error == "second owner reschedules"
+    assert job.run_at == clock.now() + timedelta(hours=1)

@@ -64,23 +64,30 @@ async def enqueue(session: AsyncSession, ctx, kind: str, payload: dict, run_at: 
         on_commit(session, ctx.wake_worker)
 
 
-async def _claim(ctx, job_id: int) -> bool:
+async def _claim(ctx, job_id: int) -> datetime | None:
+    """Take the job by compare-and-set; returns the lease, which also identifies this claim."""
     now = ctx.clock.now()
+    lease = now + LEASE
     async with ctx.sessions() as session:
         result = await session.execute(
             update(Job)
             .where(Job.id == job_id)
             .where(or_(Job.status == "pending", (Job.status == "running") & (Job.locked_until < now)))
-            .values(status="running", locked_until=now + LEASE, attempts=Job.attempts + 1)
+            .values(status="running", locked_until=lease, attempts=Job.attempts + 1)
         )
         await session.commit()
-        return result.rowcount == 1
+        return lease if result.rowcount == 1 else None
 
 
-async def _finish(ctx, job_id: int, **values) -> None:
+async def _finish(ctx, job_id: int, lease: datetime, **values) -> None:
+    """Record the outcome, unless the lease ran out and another worker has claimed the job since."""
     async with ctx.sessions() as session:
-        await session.execute(update(Job).where(Job.id == job_id).values(**values))
+        result = await session.execute(
+            update(Job).where(Job.id == job_id, Job.status == "running", Job.locked_until == lease).values(**values)
+        )
         await session.commit()
+    if result.rowcount != 1:
+        log.warning("job_lease_lost", job_id=job_id)
 
 
 def _backoff(attempts: int) -> timedelta:
@@ -103,7 +110,8 @@ async def run_due(ctx, limit: int = 50) -> int:
         await session.commit()
     ran = 0
     for job_id, kind, payload, attempts in rows:
-        if not await _claim(ctx, job_id):
+        lease = await _claim(ctx, job_id)
+        if lease is None:
             continue
         ran += 1
         fn = HANDLERS.get(kind)
@@ -113,7 +121,7 @@ async def run_due(ctx, limit: int = 50) -> int:
             await fn(ctx, payload)
         except RetryLater as later:
             extra = {"payload": later.payload} if later.payload is not None else {}
-            await _finish(ctx, job_id, status="pending", run_at=later.at, locked_until=None, attempts=0,
+            await _finish(ctx, job_id, lease, status="pending", run_at=later.at, locked_until=None, attempts=0,
                           last_error=str(later), **extra)
         except Exception as exc:  # noqa: BLE001 - a job failure must not stop the worker
             log.warning("job_failed", job_id=job_id, kind=kind, error=repr(exc))
@@ -121,6 +129,7 @@ async def run_due(ctx, limit: int = 50) -> int:
             await _finish(
                 ctx,
                 job_id,
+                lease,
                 status="failed" if done else "pending",
                 run_at=ctx.clock.now() + _backoff(attempts + 1),
                 locked_until=None,
@@ -128,7 +137,7 @@ async def run_due(ctx, limit: int = 50) -> int:
                 finished_at=ctx.clock.now() if done else None,
             )
         else:
-            await _finish(ctx, job_id, status="done", finished_at=ctx.clock.now(), locked_until=None)
+            await _finish(ctx, job_id, lease, status="done", finished_at=ctx.clock.now(), locked_until=None)
     return ran
 
 
