@@ -5,13 +5,16 @@ with backoff, and picked up again after a restart (a running job whose lease ran
 from __future__ import annotations
 
 import asyncio
+import functools
 import traceback
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.db import on_commit
@@ -42,26 +45,44 @@ def handler(kind: str):
     return register
 
 
+@dataclass(frozen=True)
+class Queued:
+    kind: str
+    payload: dict
+    run_at: datetime | None = None
+    dedupe_key: str | None = None
+
+
+async def enqueue_all(session: AsyncSession, ctx, jobs: list[Queued]) -> None:
+    """Add jobs in the caller's transaction, in one statement. A job whose dedupe key is already
+    queued is skipped.
+
+    A dedupe key is held only while its job is pending or running (finishing clears it), so one
+    `INSERT … ON CONFLICT DO NOTHING` both queues and deduplicates, even against a concurrent writer.
+    """
+    now = ctx.clock.now()
+    rows = [dict(kind=j.kind, payload=j.payload, dedupe_key=j.dedupe_key, status="pending", run_at=j.run_at or now,
+                 attempts=0, created_at=now, last_error="") for j in jobs]
+    # One constant statement with the rows as parameters: compiled once, cached, sent as one batch.
+    await session.execute(_insert_jobs(session.bind.dialect.name), rows)
+    if any((j.run_at or now) <= now for j in jobs):
+        on_commit(session, ctx.wake_worker)
+
+
+@functools.cache
+def _insert_jobs(dialect: str):
+    insert = sqlite_insert if dialect == "sqlite" else pg_insert
+    return insert(Job).on_conflict_do_nothing(index_elements=[Job.dedupe_key])
+
+
 async def enqueue(session: AsyncSession, ctx, kind: str, payload: dict, run_at: datetime | None = None,
                   dedupe_key: str | None = None) -> None:
-    """Add a job in the caller's transaction. With a dedupe key, an already pending job is kept."""
-    now = ctx.clock.now()
-    if dedupe_key is not None:
-        existing = await session.scalar(select(Job).where(Job.dedupe_key == dedupe_key))
-        if existing is not None:
-            if existing.status in ("pending", "running"):
-                return
-            existing.dedupe_key = None  # finished: free the key for the new job
-            await session.flush()
-    job = Job(kind=kind, payload=payload, dedupe_key=dedupe_key, status="pending", run_at=run_at or now,
-              attempts=0, created_at=now)
-    try:
-        async with session.begin_nested():
-            session.add(job)
-    except IntegrityError:
-        return  # a concurrent writer queued the same deduplicated job
-    if (run_at or now) <= now:
-        on_commit(session, ctx.wake_worker)
+    await enqueue_all(session, ctx, [Queued(kind, payload, run_at, dedupe_key)])
+
+
+async def cancel(session: AsyncSession, *dedupe_keys: str) -> None:
+    """Drop queued jobs that became pointless (e.g. payment re-query once the order is paid)."""
+    await session.execute(delete(Job).where(Job.dedupe_key.in_(dedupe_keys), Job.status == "pending"))
 
 
 async def _claim(ctx, job_id: int) -> datetime | None:
@@ -135,9 +156,11 @@ async def run_due(ctx, limit: int = 50) -> int:
                 locked_until=None,
                 last_error=traceback.format_exc(limit=3)[-2000:],
                 finished_at=ctx.clock.now() if done else None,
+                **({"dedupe_key": None} if done else {}),
             )
         else:
-            await _finish(ctx, job_id, lease, status="done", finished_at=ctx.clock.now(), locked_until=None)
+            await _finish(ctx, job_id, lease, status="done", finished_at=ctx.clock.now(), locked_until=None,
+                          dedupe_key=None)
     return ran
 
 

@@ -48,7 +48,6 @@ async def deliver_from_stock(session: AsyncSession, ctx, order: Order, actor: Ac
                               missing=order.undelivered_quantity)
     else:
         await timeline.record(session, order, "awaiting_stock", actor, now, missing=need)
-    await session.flush()
     return got
 
 

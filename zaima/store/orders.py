@@ -13,7 +13,7 @@ from zaima.core.audit import CUSTOMER, SYSTEM
 from zaima.core.errors import Conflict, NotFound, ValidationFailed
 from zaima.core.ids import new_order_no, normalize_order_no
 from zaima.core.passwords import hash_password, verify_password
-from zaima.jobs import enqueue
+from zaima.jobs import Queued, enqueue_all
 from zaima.models import Order, Product
 from zaima.store import stock, timeline
 from zaima.store.catalog import validate_recharge_inputs
@@ -106,19 +106,21 @@ async def create_order(session: AsyncSession, ctx, product: Product, quantity: i
     )
     session.add(order)
     await session.flush()
-    await timeline.record(session, order, "created", CUSTOMER, now, quantity=quantity,
-                          amount=order.amount_fen)
+    reserved = 0
     if product.is_stocked:
         reserved = await stock.reserve_keys(session, product.id, order.id, quantity, now)
         if reserved < quantity and not product.allow_backorder:
             raise Conflict("库存不足，请减少数量或稍后再来", "not enough stock", available=reserved)
-        if reserved:
-            await timeline.record(session, order, "stock_reserved", SYSTEM, now, quantity=reserved)
-    await enqueue(session, ctx, "expire_order", {"order_id": order.id}, run_at=order.expires_at,
-                  dedupe_key=f"expire:{order.id}")
-    # Recover a lost notify long before the order would expire.
-    await enqueue(session, ctx, "requery_payment", {"order_id": order.id, "round": 0},
-                  run_at=now + timedelta(minutes=2), dedupe_key=f"requery:{order.id}")
+    # Recorded together so they are written in one statement.
+    await timeline.record(session, order, "created", CUSTOMER, now, quantity=quantity, amount=order.amount_fen)
+    if reserved:
+        await timeline.record(session, order, "stock_reserved", SYSTEM, now, quantity=reserved)
+    await enqueue_all(session, ctx, [
+        Queued("expire_order", {"order_id": order.id}, order.expires_at, f"expire:{order.id}"),
+        # Recover a lost notify long before the order would expire.
+        Queued("requery_payment", {"order_id": order.id, "round": 0}, now + timedelta(minutes=2),
+               f"requery:{order.id}"),
+    ])
     return order
 
 

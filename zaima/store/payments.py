@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.core.audit import GATEWAY, Actor
 from zaima.core.money import MoneyFormatError, format_yuan, parse_yuan
-from zaima.jobs import RetryLater, handler
+from zaima.jobs import RetryLater, cancel, handler
 from zaima.models import Order, Payment, PaymentNotification
 from zaima.store import epay, timeline
 from zaima.store.delivery import deliver
@@ -35,12 +35,26 @@ async def payment_of(session: AsyncSession, order: Order) -> Payment | None:
 
 async def apply_payment(session: AsyncSession, ctx, order: Order, *, trade_no: str, amount_fen: int,
                         pay_type: str, via: str, raw: dict, actor: Actor = GATEWAY) -> str:
-    """Record the payment and start delivery. Returns 'accepted' or 'duplicate'."""
-    existing = await payment_of(session, order)
-    if existing is not None or order.status not in ("pending_payment", "expired"):
+    """Record the payment and start delivery. Returns 'accepted' or 'duplicate'.
+
+    Only this function creates payments, and it moves the order out of pending_payment / expired
+    in the same transaction; the unique (provider, out_trade_no) key and the order's version
+    column make a concurrent second attempt fail and retry into the duplicate branch.
+    """
+    if order.status not in ("pending_payment", "expired"):
+        existing = await payment_of(session, order)
         if existing is not None and trade_no and trade_no != existing.trade_no:
             await _flag_extra_payment(session, ctx, order, trade_no, amount_fen, actor)
         return "duplicate"
+    with session.no_autoflush:  # one flush for the order, payment, timeline and delivery rows
+        await _record_payment(session, ctx, order, trade_no, amount_fen, pay_type, via, raw, actor)
+        await deliver(session, ctx, order)
+        await session.flush()
+    return "accepted"
+
+
+async def _record_payment(session: AsyncSession, ctx, order: Order, trade_no: str, amount_fen: int,
+                          pay_type: str, via: str, raw: dict, actor: Actor) -> None:
     now = ctx.clock.now()
     late = order.status == "expired"
     transition(order, "paid")
@@ -49,9 +63,7 @@ async def apply_payment(session: AsyncSession, ctx, order: Order, *, trade_no: s
                         pay_type=pay_type, amount_fen=amount_fen, received_via=via, raw=raw, created_at=now))
     kind = "payment_recovered" if via == "query" else ("late_payment" if late else "paid")
     await timeline.record(session, order, kind, actor, now, trade_no=trade_no, amount=amount_fen, via=via)
-    await session.flush()
-    await deliver(session, ctx, order)
-    return "accepted"
+    await cancel(session, f"expire:{order.id}", f"requery:{order.id}")  # paid: nothing left to watch
 
 
 async def _flag_extra_payment(session: AsyncSession, ctx, order: Order, trade_no: str, amount_fen: int,
@@ -116,7 +128,7 @@ async def handle_notify(ctx, params: dict[str, str], remote_addr: str = "") -> s
     if verdict == "rejected":
         log.warning("epay_notify_rejected", out_trade_no=out_trade_no, reason=why, remote_addr=remote_addr)
     else:
-        log.info("epay_notify", out_trade_no=out_trade_no, verdict=verdict)
+        log.debug("epay_notify", out_trade_no=out_trade_no, verdict=verdict)  # the table keeps every notify
     return verdict
 
 

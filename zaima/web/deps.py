@@ -7,7 +7,8 @@ from fastapi import Request
 from zaima.context import AppContext
 
 
-def get_ctx(request: Request) -> AppContext:
+async def get_ctx(request: Request) -> AppContext:
+    # async: a plain def dependency would cost a threadpool hop on every request
     return request.app.state.ctx
 
 
