@@ -24,20 +24,12 @@ from zaima.core.money import MoneyFormatError, format_yuan, parse_yuan
 from zaima.db import unit_of_work
 from zaima.models import DemoGatewayTrade
 from zaima.store import epay
-from zaima.web.deps import get_ctx
+from zaima.web.deps import get_ctx, request_params
 
 router = APIRouter(prefix="/demo-gateway", include_in_schema=False)
 log = structlog.get_logger("zaima.demo.gateway")
 NOTIFY_RETRY_SECONDS = (0, 1, 3, 10, 30)
 _background: set[asyncio.Task] = set()
-
-
-async def _params(request: Request) -> dict[str, str]:
-    params = dict(request.query_params)
-    if request.method == "POST":
-        form = await request.form()
-        params.update({k: v for k, v in form.items() if isinstance(v, str)})
-    return params
 
 
 def _trade_params(trade: DemoGatewayTrade, key: str) -> dict[str, str]:
@@ -77,7 +69,7 @@ def _page(title: str, body: str) -> HTMLResponse:
 
 @router.api_route("/submit.php", methods=["GET", "POST"])
 async def submit(request: Request, ctx: AppContext = Depends(get_ctx)):
-    params = await _params(request)
+    params = await request_params(request)
     if params.get("pid") != ctx.settings.epay_pid or not epay.verify(params, ctx.settings.epay_key):
         return _page("签名错误", "<h1>签名校验失败</h1><p>Signature check failed.</p>")
     try:
@@ -140,7 +132,7 @@ async def pay(request: Request, ctx: AppContext = Depends(get_ctx)):
 
 @router.api_route("/api.php", methods=["GET", "POST"])
 async def api(request: Request, ctx: AppContext = Depends(get_ctx)):
-    params = await _params(request)
+    params = await request_params(request)
     if params.get("pid") != ctx.settings.epay_pid or params.get("key") != ctx.settings.epay_key:
         return JSONResponse({"code": -3, "msg": "商户ID或密钥错误"})
     async with unit_of_work(ctx.sessions) as session:

@@ -15,7 +15,7 @@ from zaima.models import Order
 from zaima.store import catalog, epay, orders, payments, suppliers
 from zaima.store.schemas import OrderCreate, OrderLookup
 from zaima.store.views import order_view
-from zaima.web.deps import client_ip, get_ctx
+from zaima.web.deps import client_ip, get_ctx, request_params
 
 router = APIRouter()
 ORDER_COOKIE_PREFIX = "zo_"
@@ -157,17 +157,9 @@ async def check_payment(order_no: str, request: Request, ctx: AppContext = Depen
         return {"recovered": recovered, "status": order.status}
 
 
-async def _notify_params(request: Request) -> dict[str, str]:
-    params = dict(request.query_params)
-    if request.method == "POST":
-        form = await request.form()
-        params.update({k: v for k, v in form.items() if isinstance(v, str)})
-    return params
-
-
 @router.api_route("/pay/epay/notify", methods=["GET", "POST"], include_in_schema=False)
 async def epay_notify(request: Request, ctx: AppContext = Depends(get_ctx)):
-    verdict = await payments.handle_notify(ctx, await _notify_params(request), client_ip(request))
+    verdict = await payments.handle_notify(ctx, await request_params(request), client_ip(request))
     if verdict == "rejected":
         return PlainTextResponse("fail", status_code=400)
     return PlainTextResponse("success")

@@ -14,3 +14,12 @@ async def get_ctx(request: Request) -> AppContext:
 
 def client_ip(request: Request) -> str:
     return request.client.host if request.client else ""
+
+
+async def request_params(request: Request) -> dict[str, str]:
+    """Query string and, for a POST, form fields: how 易支付 peers send their parameters."""
+    params = dict(request.query_params)
+    if request.method == "POST":
+        form = await request.form()
+        params.update({k: v for k, v in form.items() if isinstance(v, str)})
+    return params

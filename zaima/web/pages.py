@@ -269,6 +269,13 @@ def _owner_token(request: Request, ctx: AppContext, order_no: str) -> tuple[str 
     return None, False
 
 
+def _owner(request: Request, ctx: AppContext, order_no: str) -> tuple[str, str | None, bool]:
+    """(canonical order no, owner token or None, whether the token came in the URL)."""
+    canonical = normalize_order_no(order_no) or ""
+    token, from_url = _owner_token(request, ctx, canonical) if canonical else (None, False)
+    return canonical, token, from_url
+
+
 def _to_lookup(order_no: str) -> RedirectResponse:
     return RedirectResponse("/lookup?" + urlencode({"order_no": order_no[:40]}), status_code=303)
 
@@ -277,9 +284,8 @@ def _to_lookup(order_no: str) -> RedirectResponse:
 
 @router.get("/pay/{order_no}", response_class=HTMLResponse)
 async def pay_page(order_no: str, request: Request, ctx: AppContext = Depends(get_ctx)):
-    canonical = normalize_order_no(order_no) or ""
-    token, from_url = _owner_token(request, ctx, canonical)
-    if not canonical or token is None:
+    canonical, token, from_url = _owner(request, ctx, order_no)
+    if token is None:
         return _to_lookup(order_no)
     async with unit_of_work(ctx.sessions) as session:
         try:
@@ -362,9 +368,8 @@ RECHARGE_DELIVERED = ("充值已成功到账。如果游戏内没看到，请重
 
 @router.get("/orders/{order_no}", response_class=HTMLResponse)
 async def order_page(order_no: str, request: Request, ctx: AppContext = Depends(get_ctx)):
-    canonical = normalize_order_no(order_no) or ""
-    token, from_url = _owner_token(request, ctx, canonical)
-    if not canonical or token is None:
+    canonical, token, from_url = _owner(request, ctx, order_no)
+    if token is None:
         return _to_lookup(order_no)
     async with unit_of_work(ctx.sessions) as session:
         try:
