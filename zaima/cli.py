@@ -65,7 +65,7 @@ def keys_import(file: Path = typer.Argument(..., exists=True, dir_okay=False, re
     from zaima.store import catalog, delivery, stock
 
     text = file.read_bytes().decode("utf-8", errors="replace")
-    lines = text.splitlines()
+    lines = stock.split_lines(text)
 
     async def run():
         ctx = _context(load_settings())
@@ -125,25 +125,70 @@ def staff_create(username: str, role: str = typer.Option("agent"), password: str
     console.print(f"已创建 {username} ({role})")
 
 
-def _serve(settings: Settings) -> None:
+WORKERS_OPTION = typer.Option(1, "--workers", "-w", min=1, max=32, envvar="ZAIMA_WORKERS",
+                              help="server processes (each with its own pool and job worker; "
+                                   "helps on PostgreSQL, not on SQLite)")
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _uvicorn_options(settings: Settings) -> dict:
+    # uvloop and httptools come with uvicorn[standard]; the pure-Python ones are the fallback.
+    return dict(host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                loop="uvloop" if _installed("uvloop") else "asyncio",
+                http="httptools" if _installed("httptools") else "h11")
+
+
+def worker_app():
+    """App factory for each process of `--workers N`: settings come from the same environment."""
+    from zaima.app import create_app
+    from zaima.logging import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    return create_app(settings, migrate=False)  # the parent migrated once, before the workers started
+
+
+def _serve(settings: Settings, workers: int = 1) -> None:
+    import os
+
     import uvicorn
 
     from zaima.app import create_app
     from zaima.logging import configure_logging
 
     configure_logging(settings.log_level, settings.log_json)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                access_log=False)
+    options = _uvicorn_options(settings)
+    if workers <= 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    from zaima.migrate import upgrade
+
+    async def migrate():
+        ctx = _context(settings)
+        try:
+            await upgrade(ctx.engine)
+        finally:
+            await ctx.close()
+
+    asyncio.run(migrate())
+    if settings.is_demo:
+        os.environ["ZAIMA_ENV"] = "demo"  # the worker processes rebuild the same demo settings
+    uvicorn.run("zaima.cli:worker_app", factory=True, workers=workers, **options)
 
 
 @app.command()
-def serve():
+def serve(workers: int = WORKERS_OPTION):
     """Serve the app (migrations run on start)."""
-    _serve(load_settings())
+    _serve(load_settings(), workers)
 
 
 @app.command()
-def demo(serve_after: bool = typer.Option(True, "--serve/--no-serve")):
+def demo(serve_after: bool = typer.Option(True, "--serve/--no-serve"), workers: int = WORKERS_OPTION):
     """Create (or keep) the demo store in ./var, then serve it."""
     from zaima.demo.seed import seed_demo
 
@@ -161,7 +206,7 @@ def demo(serve_after: bool = typer.Option(True, "--serve/--no-serve")):
         console.print(f"  {label}: {url}")
     sys.stdout.flush()
     if serve_after:
-        _serve(settings)
+        _serve(settings, workers)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import TypeVar
 
+import aiosqlite
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -53,13 +56,63 @@ class UTCDateTime(TypeDecorator):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+SQLITE_BUSY_TIMEOUT_MS = 10000
+
+
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+class _LoopSQLiteConnection(aiosqlite.Connection):
+    """An aiosqlite connection that runs SQLite calls in the event loop's own thread.
+
+    Stock aiosqlite sends every call to its worker thread and back: SQLAlchemy's adapter makes four
+    such round trips per statement (cursor, execute, fetchall, close), each a queue put, a thread
+    wake-up, a GIL hand-over and a loop wake-up. On a local file those hops cost far more than the
+    statement itself, and the single pooled connection is held through all of them, so they cap
+    the throughput of every write path. Here a call runs inline (a local SQLite statement takes
+    microseconds), except `BEGIN`: the one statement that can wait for another process's write lock
+    (busy_timeout), and that wait must not freeze the event loop, so it still goes to the thread.
+    """
+
+    async def _execute(self, fn, *args, **kwargs):
+        if not self._running or not self._connection:
+            raise ValueError("Connection closed")
+        if args and isinstance(args[0], str) and args[0].lstrip()[:5].upper() == "BEGIN":
+            # Try at once without waiting; only if another process holds the write lock, wait for
+            # it (busy_timeout) in the worker thread, off the event loop.
+            conn = self._connection
+            conn.execute("PRAGMA busy_timeout=0")
+            try:
+                return fn(*args, **kwargs)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+            finally:
+                conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            return await super()._execute(fn, *args, **kwargs)
+        return fn(*args, **kwargs)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == sqlite3.SQLITE_BUSY
+    return "locked" in str(exc)
+
+
+def _loop_sqlite_connect(database, **kwargs) -> aiosqlite.Connection:
+    kwargs.setdefault("check_same_thread", False)  # opened in the worker thread, used from the loop's
+    connection = _LoopSQLiteConnection(partial(sqlite3.connect, database, **kwargs), iter_chunk_size=64)
+    connection._thread.daemon = True
+    return connection
+
+
 def create_engine(url: str, **kwargs) -> AsyncEngine:
     if is_sqlite(url):
-        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60, **kwargs)
+        connect_args = {"async_creator_fn": _loop_sqlite_connect, **kwargs.pop("connect_args", {})}
+        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60,
+                                     connect_args=connect_args, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_connect(dbapi_connection, _record):
@@ -67,7 +120,7 @@ def create_engine(url: str, **kwargs) -> AsyncEngine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
