@@ -276,6 +276,13 @@ def _owner(request: Request, ctx: AppContext, order_no: str) -> tuple[str, str |
     return canonical, token, from_url
 
 
+async def _order_or_none(session, order_no: str):
+    try:
+        return await orders.get_order(session, order_no)
+    except DomainError:
+        return None
+
+
 def _to_lookup(order_no: str) -> RedirectResponse:
     return RedirectResponse("/lookup?" + urlencode({"order_no": order_no[:40]}), status_code=303)
 
@@ -288,9 +295,8 @@ async def pay_page(order_no: str, request: Request, ctx: AppContext = Depends(ge
     if token is None:
         return _to_lookup(order_no)
     async with unit_of_work(ctx.sessions) as session:
-        try:
-            order = await orders.get_order(session, canonical)
-        except DomainError:
+        order = await _order_or_none(session, canonical)
+        if order is None:
             return _to_lookup(order_no)
         if order.status != "pending_payment":
             response = RedirectResponse(f"/orders/{canonical}", status_code=303)
@@ -372,9 +378,8 @@ async def order_page(order_no: str, request: Request, ctx: AppContext = Depends(
     if token is None:
         return _to_lookup(order_no)
     async with unit_of_work(ctx.sessions) as session:
-        try:
-            order = await orders.get_order(session, canonical)
-        except DomainError:
+        order = await _order_or_none(session, canonical)
+        if order is None:
             return _to_lookup(order_no)
         view = await order_view(session, ctx, order, reveal_keys=True)
         product = await session.get(Product, order.product_id)
