@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from zaima import jobs
@@ -39,6 +39,7 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
     async def lifespan(app: FastAPI):
         if migrate:
             await upgrade(ctx.engine)
+        await ctx.start()
         stop = asyncio.Event()
         worker = asyncio.create_task(jobs.worker_loop(ctx, stop)) if settings.worker_enabled else None
         try:
@@ -84,11 +85,21 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
         return {"status": "ok"}
 
     from zaima.store import admin_api, api
-    from zaima.web import pages
+    from zaima.web import agent_socket, chat, console, pages
 
     app.include_router(api.router)
     app.include_router(admin_api.router)
+    app.include_router(chat.router)
+    app.include_router(agent_socket.router)
+    app.include_router(console.router)
+    app.include_router(console.api)
     app.include_router(pages.router)
+
+    @app.get("/widget.js", include_in_schema=False)
+    async def widget_js():
+        # Embedded on other sites: cacheable for a while, and loadable cross-origin.
+        return FileResponse(STATIC_DIR / "widget.js", media_type="text/javascript; charset=utf-8",
+                            headers={"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"})
     if settings.demo_gateway:
         from zaima.demo import gateway
 
@@ -97,5 +108,8 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
         from zaima.demo import supplier
 
         app.include_router(supplier.router)
+    from zaima.web.cors import ChatCors
+
+    app.add_middleware(ChatCors)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

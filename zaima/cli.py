@@ -166,6 +166,12 @@ def _serve(settings: Settings, workers: int = 1) -> None:
     if workers <= 1:
         uvicorn.run(create_app(settings), **options)
         return
+    if not settings.redis_url:
+        # Each process would hold its own sockets with its own in-process hub: a customer on one and
+        # an agent on another would not hear each other until a reconnect.
+        console.print("[red]多进程需要 Redis 来共享聊天消息：请设置 ZAIMA_REDIS_URL。[/red]\n"
+                      "--workers > 1 needs ZAIMA_REDIS_URL so chat events reach every process.")
+        raise typer.Exit(2)
     from zaima.migrate import upgrade
 
     async def migrate():
@@ -198,6 +204,7 @@ def demo(serve_after: bool = typer.Option(True, "--serve/--no-serve"), workers: 
     console.print("\n[bold green]Zaima 在吗 · 演示商店已就绪 / demo store ready[/bold green]")
     console.print(f"  商店首页 Storefront:     {base}/")
     console.print(f"  订单查询 Order lookup:   {base}/lookup")
+    console.print(f"  客服后台 Agent console:  {base}/console  ({summary['agent']} / {summary['agent_password']})")
     console.print(f"  API 文档 API docs:       {base}/docs")
     console.print(f"  健康检查 Health:         {base}/healthz")
     console.print(f"  运营账号 Operator login: {summary['operator']} / {summary['password']}  "

@@ -53,7 +53,15 @@ class Settings(BaseSettings):
     demo_gateway: bool = False
     demo_supplier: bool = False
 
+    # Realtime: empty means the in-process hub (one node); redis://… shares events across nodes.
     redis_url: str = ""
+    # Conversations and the widget.
+    widget_identity_secret: str = ""  # HMAC-SHA256 key for host sites that sign their user ids
+    widget_identity_window_seconds: int = 300  # older widget signatures are rejected (no replay)
+    customer_token_days: int = 30  # how long a device keeps its conversation history
+    order_context_minutes: int = 120  # lifetime of the signed order context the order page hands out
+    attachment_max_bytes: int = 5 * 1024 * 1024
+    message_max_chars: int = 4000
 
     lookup_rate_per_ip: int = Field(default=10, description="order lookups per IP per 10 minutes")
     lookup_rate_per_order: int = Field(default=5, description="failed lookups per order per 10 minutes")

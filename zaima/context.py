@@ -11,6 +11,7 @@ from zaima.config import Settings
 from zaima.core.clock import Clock
 from zaima.core.crypto import SecretBox
 from zaima.db import create_engine, make_sessionmaker, transact
+from zaima.realtime import Hub, InProcessHub, build_hub
 from zaima.store.epay import EpayClient
 
 
@@ -24,6 +25,9 @@ class AppContext:
     epay: EpayClient | None
     supplier: object | None  # zaima.store.suppliers.SupplierAdapter
     worker_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # Realtime fan-out and presence. Connects in start() (the app lifespan calls it); a RedisHub also
+    # starts itself on first publish or presence call, so code that never runs the lifespan works.
+    hub: Hub = field(default_factory=InProcessHub)
 
     async def transact(self, fn, attempts: int = 6):
         return await transact(self.sessions, fn, attempts)
@@ -31,12 +35,17 @@ class AppContext:
     def wake_worker(self) -> None:
         self.worker_wakeup.set()
 
+    async def start(self) -> None:
+        """Connect what needs connecting (the realtime hub); idempotent."""
+        await self.hub.start()
+
     async def close(self) -> None:
+        await self.hub.close()
         await self.engine.dispose()
 
 
 def build_context(settings: Settings, clock: Clock | None = None, engine: AsyncEngine | None = None,
-                  supplier=None) -> AppContext:
+                  supplier=None, hub: Hub | None = None) -> AppContext:
     from zaima.store.suppliers import HttpSupplierAdapter
 
     settings.check()
@@ -46,12 +55,14 @@ def build_context(settings: Settings, clock: Clock | None = None, engine: AsyncE
         epay = EpayClient(settings.epay_gateway, settings.epay_pid, settings.epay_key, settings.epay_timeout_seconds)
     if supplier is None and settings.supplier_base_url and settings.supplier_secret:
         supplier = HttpSupplierAdapter(settings.supplier_base_url, settings.supplier_app_id, settings.supplier_secret)
+    clock = clock or Clock()
     return AppContext(
         settings=settings,
         engine=engine,
         sessions=make_sessionmaker(engine),
-        clock=clock or Clock(),
+        clock=clock,
         box=SecretBox(settings.encryption_key_bytes),
         epay=epay,
         supplier=supplier,
+        hub=hub if hub is not None else build_hub(settings, clock),
     )

@@ -28,6 +28,15 @@ from zaima.store import catalog, epay, orders, payments, refunds, stock
 DEMO_MARK = "demo_seed"
 OPERATOR = ("admin", "zaima-demo-2026")
 AGENT = ("agent", "zaima-agent-2026")
+# Canned responses agents pick by typing "/" in the console.
+CANNED = [
+    ("hello", "问候", "您好，我是在线客服，请问有什么可以帮您？麻烦提供一下订单号，我马上为您查看。"),
+    ("wait", "请稍等", "好的，正在为您查询，请稍等 1–2 分钟。"),
+    ("reissue", "已补发", "已为您补发，请刷新订单页面查看新的卡密。给您带来不便非常抱歉！"),
+    ("refund", "退款说明", "已为您提交退款，原路退回，一般 1–3 个工作日到账，请留意支付宝 / 微信的退款通知。"),
+    ("recharge", "直充处理中", "您的直充订单正在由供应商处理，一般 10 分钟内到账；到账后游戏内重新登录即可看到。"),
+    ("bye", "结束语", "还有其他问题随时找我们。祝您游戏愉快！"),
+]
 
 PRODUCTS = [
     dict(sku="wzry-60", kind="card_key", name="王者荣耀 60 点券卡密", name_en="Honor of Kings 60 vouchers",
@@ -93,6 +102,12 @@ async def _ensure_catalog(ctx: AppContext) -> None:
 
             if not await session.scalar(select(StaffUser.id).where(StaffUser.username == username)):
                 await create_staff(session, ctx.clock, username, password, role, name)
+        from zaima.conversations import canned
+        from zaima.models import CannedResponse
+
+        for shortcut, title, body in CANNED:
+            if not await session.scalar(select(CannedResponse.id).where(CannedResponse.shortcut == shortcut)):
+                await canned.create_canned(session, ctx.clock, ctx.settings, shortcut, title, body)
 
 
 async def _exists(session, sku: str) -> bool:
@@ -182,6 +197,7 @@ async def seed_demo(settings: Settings) -> dict:
             (label, f"{base}/orders/{no}?t={order_access_token(settings.secret_key, no)}")
             for label, no in seeded.items()
         ]
-        return {"operator": OPERATOR[0], "password": OPERATOR[1], "orders": links}
+        return {"operator": OPERATOR[0], "password": OPERATOR[1], "agent": AGENT[0], "agent_password": AGENT[1],
+                "orders": links}
     finally:
         await ctx.close()

@@ -1,6 +1,7 @@
 """All ORM tables. Importing this package registers every table on Base.metadata."""
 
 from zaima.models.catalog import Product, StoreSetting
+from zaima.models.conversations import Attachment, CannedResponse, Conversation, Customer, Message
 from zaima.models.demo import DemoGatewayTrade, DemoSupplierOrder
 from zaima.models.jobs import Job
 from zaima.models.orders import (
@@ -16,12 +17,17 @@ from zaima.models.staff import StaffUser
 from zaima.models.stock import CardKey, ImportBatch
 
 __all__ = [
+    "Attachment",
+    "CannedResponse",
     "CardKey",
+    "Conversation",
+    "Customer",
     "DeliveryAttempt",
     "DemoGatewayTrade",
     "DemoSupplierOrder",
     "ImportBatch",
     "Job",
+    "Message",
     "Order",
     "OrderEvent",
     "Payment",

@@ -174,10 +174,7 @@ async def reveal_keys(order_no: str, ctx: AppContext = Depends(get_ctx), user: S
     """Plaintext keys for an agent; every reveal is written to the order's audit log."""
     async with unit_of_work(ctx.sessions) as session:
         order = await orders.get_order(session, order_no)
-        keys = await stock.keys_of_order(session, order.id, ("sold", "quarantined"))
-        await timeline.record(session, order, "keys_revealed", actor_of(user), ctx.clock.now(),
-                              key_ids=[k.id for k in keys])
-        return {"keys": [{"id": k.id, "status": k.status, "secret": stock.reveal(ctx.box, k)} for k in keys]}
+        return {"keys": await stock.reveal_order_keys(session, ctx.box, ctx.clock, order, actor_of(user))}
 
 
 @router.post("/orders/{order_no}/refund")

@@ -222,3 +222,13 @@ async def keys_of_order(session: AsyncSession, order_id: int, statuses=("sold",)
 
 def reveal(box: SecretBox, key: CardKey) -> str:
     return box.decrypt(key.ciphertext, key_context(key.product_id))
+
+
+async def reveal_order_keys(session: AsyncSession, box: SecretBox, clock, order, actor) -> list[dict]:
+    """An order's keys in plaintext for staff. Every reveal is written to the order's audit log, with
+    who did it and (for an agent in the console) from which conversation."""
+    from zaima.store import timeline
+
+    keys = await keys_of_order(session, order.id, ("sold", "quarantined"))
+    await timeline.record(session, order, "keys_revealed", actor, clock.now(), key_ids=[k.id for k in keys])
+    return [{"id": k.id, "status": k.status, "secret": reveal(box, k)} for k in keys]

@@ -13,6 +13,7 @@ from jinja2 import Environment, FileSystemLoader, pass_context
 from pydantic import ValidationError
 
 from zaima.context import AppContext
+from zaima.conversations.identity import issue_order_context
 from zaima.core.errors import DomainError, ValidationFailed
 from zaima.core.ids import display_order_no, normalize_order_no
 from zaima.core.money import format_yuan
@@ -384,13 +385,15 @@ async def order_page(order_no: str, request: Request, ctx: AppContext = Depends(
         view = await order_view(session, ctx, order, reveal_keys=True)
         product = await session.get(Product, order.product_id)
         labels = {f["name"]: f for f in product.input_fields or []}
+    # The widget opens with this order attached: the visitor has just proved they own it.
+    order_context = issue_order_context(ctx.settings, ctx.clock, order)
     kind = view["product"]["kind"]
     view["key_items"] = [_key_parts(kind, k["secret"]) for k in view["keys"]]
     view["recharge_rows"] = [(labels.get(k, {}), v) for k, v in (view["recharge_inputs"] or {}).items()]
     if view.get("recharge"):
         view["recharge"]["text"] = RECHARGE_TEXT.get(view["recharge"]["status"],
                                                      (view["recharge"]["status"],) * 2)
-    response = render(request, "order.html", private=True, order=view, next_step=RECHARGE_DELIVERED if kind == "recharge" and view["status"] == "delivered"
+    response = render(request, "order.html", private=True, order=view, order_context=order_context, next_step=RECHARGE_DELIVERED if kind == "recharge" and view["status"] == "delivered"
                       else NEXT_STEP.get(view["status"]),
                       live=view["status"] in LIVE_STATUSES,
                       kind_text=KIND_TEXT[kind],

@@ -1,0 +1,183 @@
+"""Messages: persisted with the next per-conversation sequence number before anything is broadcast,
+idempotent on the client's message id, listed by sequence, and read markers that only move forward.
+
+The sequence is allocated by one statement, UPDATE conversations SET last_seq = last_seq + 1 …
+RETURNING last_seq (SQLite ≥ 3.35 and PostgreSQL), which row-locks the conversation until commit: two
+posters never get the same number, and a rolled-back post gives its number back, so there are no gaps.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import case, func, literal, null, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+
+from zaima.conversations import events as ev
+from zaima.conversations.conversations import (
+    REOPENED_BY_CUSTOMER,
+    ConversationClosed,
+    changed_events,
+    inbox_item,
+)
+from zaima.conversations.events import Event
+from zaima.conversations.senders import Sender
+from zaima.conversations.text import clean_text
+from zaima.core.errors import Forbidden, NotFound, ValidationFailed
+from zaima.db import UTCDateTime
+from zaima.models import Attachment, Conversation, Message
+
+CLIENT_MSG_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+LIST_MAX = 500
+READERS = ("customer", "agent")
+
+# Conversation columns the sequence UPDATE may change, copied back onto the loaded object afterwards.
+_SYNCED = ("last_seq", "status", "version", "updated_at", "last_message_at", "first_human_reply_at",
+           "resolved_at", "customer_read_seq", "agent_read_seq")
+
+
+@dataclass
+class Posted:
+    message: Message
+    duplicate: bool  # True: this client_msg_id was already stored; `message` is the stored one
+    events: list[Event]
+
+
+def _check_client_msg_id(client_msg_id: str | None) -> None:
+    if client_msg_id is not None and (not isinstance(client_msg_id, str) or not CLIENT_MSG_ID.match(client_msg_id)):
+        raise ValidationFailed("消息标识无效", "client_msg_id must be 1–64 letters, digits or _ . : -",
+                               field="client_msg_id")
+
+
+async def _stored(session: AsyncSession, conversation_id: int, client_msg_id: str) -> Message | None:
+    return await session.scalar(select(Message).where(Message.conversation_id == conversation_id,
+                                                      Message.client_msg_id == client_msg_id))
+
+
+def _next_seq_statement(conversation: Conversation, sender: Sender, internal: bool, now):
+    table = Conversation.__table__
+    c = table.c
+    values = {"last_seq": c.last_seq + 1, "updated_at": now, "version": c.version + 1}
+    if not internal:
+        values["last_message_at"] = now
+    if sender.kind == "customer":
+        # The writer has read everything up to their own message.
+        values["customer_read_seq"] = c.last_seq + 1
+        # SET expressions see the row as it was, so both CASEs test the old status.
+        reopen = c.status.in_(REOPENED_BY_CUSTOMER)
+        values["status"] = case((reopen, case((c.assignee_id.is_(None), "queued"), else_="open")), else_=c.status)
+        values["resolved_at"] = case((reopen, null()), else_=c.resolved_at)
+    elif sender.kind == "agent":
+        values["agent_read_seq"] = c.last_seq + 1
+        if not internal:
+            values["first_human_reply_at"] = func.coalesce(c.first_human_reply_at, literal(now, UTCDateTime()))
+    return (update(table).where(c.id == conversation.id, c.status != "closed").values(**values)
+            .returning(*(c[name] for name in _SYNCED)))
+
+
+async def _insert(session: AsyncSession, conversation: Conversation, sender: Sender, body: str, internal: bool,
+                  client_msg_id: str | None, attachment: Attachment | None, now) -> Message:
+    row = (await session.execute(_next_seq_statement(conversation, sender, internal, now))).one_or_none()
+    if row is None:
+        raise ConversationClosed()  # closed by someone else since it was loaded
+    for name, value in zip(_SYNCED, row, strict=True):
+        set_committed_value(conversation, name, value)
+    message = Message(conversation_id=conversation.id, seq=conversation.last_seq, sender_kind=sender.kind,
+                      sender_id=sender.id, sender_name=sender.name[:100], body=body, internal=internal,
+                      client_msg_id=client_msg_id, attachment=attachment, created_at=now)
+    session.add(message)
+    await session.flush()
+    return message
+
+
+async def post_message(session: AsyncSession, clock, settings, conversation: Conversation, sender: Sender,
+                       body: str | None = "", *, internal: bool = False, client_msg_id: str | None = None,
+                       attachment: Attachment | None = None) -> Posted:
+    """Store a message with the next sequence number and return it with the events to broadcast.
+
+    Idempotent on `client_msg_id`: a resend (also a concurrent one) returns the stored message with
+    duplicate=True and no events. A customer message on a 'resolved' or 'pending_customer' conversation
+    reopens it; on a 'closed' one it raises ConversationClosed (the caller opens a new conversation).
+    """
+    if internal and sender.kind != "agent":
+        raise Forbidden("只有客服可以添加内部备注", "only agents can write internal notes")
+    _check_client_msg_id(client_msg_id)
+    if client_msg_id is not None:
+        stored = await _stored(session, conversation.id, client_msg_id)
+        if stored is not None:
+            return Posted(stored, True, [])
+    text = clean_text(body, settings.message_max_chars, allow_empty=attachment is not None)
+    if attachment is not None and attachment.conversation_id != conversation.id:
+        raise NotFound("附件不存在", "attachment not found", field="attachment")
+    if conversation.status == "closed":
+        raise ConversationClosed()
+    await session.flush()  # pending ORM changes first: the UPDATE below bypasses the unit of work
+    status_before = conversation.status
+    now = clock.now()
+    if client_msg_id is None:
+        message = await _insert(session, conversation, sender, text, internal, None, attachment, now)
+    else:
+        try:
+            async with session.begin_nested():
+                message = await _insert(session, conversation, sender, text, internal, client_msg_id, attachment,
+                                        now)
+        except IntegrityError:
+            # A concurrent resend stored it first (PostgreSQL made us wait for its commit). Our sequence
+            # number went back with the savepoint; reload the conversation as it really is now.
+            stored = await _stored(session, conversation.id, client_msg_id)
+            if stored is None:
+                raise
+            await session.refresh(conversation)
+            return Posted(stored, True, [])
+    events = ev.message_events(message)
+    if conversation.status != status_before:
+        events += await changed_events(session, conversation)  # includes the inbox row
+    elif not internal:
+        events.append(ev.inbox_event((await inbox_item(session, conversation)).to_dict()))
+    return Posted(message, False, events)
+
+
+async def list_messages(session: AsyncSession, conversation: Conversation, after_seq: int = 0, limit: int = 200,
+                        include_internal: bool = False) -> list[Message]:
+    """Messages with seq > after_seq in seq order, at most `limit` (≤ 500). Customers get
+    include_internal=False (the default), which leaves internal notes out."""
+    if not isinstance(after_seq, int) or after_seq < 0:
+        raise ValidationFailed("after_seq 必须是非负整数", "after_seq must be a non-negative integer", field="after_seq")
+    query = select(Message).where(Message.conversation_id == conversation.id, Message.seq > after_seq)
+    if not include_internal:
+        query = query.where(Message.internal.is_(False))
+    rows = await session.scalars(query.order_by(Message.seq).limit(max(1, min(limit, LIST_MAX))))
+    return list(rows)
+
+
+@dataclass
+class ReadMarker:
+    seq: int  # the reader's marker after the call
+    events: list[Event]  # empty when the marker did not move
+
+
+async def mark_read(session: AsyncSession, conversation: Conversation, reader: str, seq: int) -> ReadMarker:
+    """Move the reader's marker ('customer' | 'agent') forward to `seq`, capped at the last message.
+    Never backwards: an older or repeated receipt changes nothing and broadcasts nothing."""
+    if reader not in READERS:
+        raise ValueError(f"unknown reader {reader!r}")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise ValidationFailed("seq 必须是非负整数", "seq must be a non-negative integer", field="seq")
+    table = Conversation.__table__
+    column = table.c[f"{reader}_read_seq"]
+    target = case((table.c.last_seq < seq, table.c.last_seq), else_=literal(seq))
+    row = (await session.execute(
+        update(table).where(table.c.id == conversation.id, column < seq, column < table.c.last_seq)
+        .values({column: target}).returning(column))).one_or_none()
+    if row is None:
+        current = await session.scalar(select(column).where(table.c.id == conversation.id))
+        set_committed_value(conversation, column.name, current)
+        return ReadMarker(current, [])
+    set_committed_value(conversation, column.name, row[0])
+    events = ev.read_events(conversation.id, reader, row[0])
+    if reader == "agent":
+        events.append(ev.inbox_event((await inbox_item(session, conversation)).to_dict()))
+    return ReadMarker(row[0], events)
