@@ -55,6 +55,8 @@ class Settings(BaseSettings):
 
     # Realtime: empty means the in-process hub (one node); redis://… shares events across nodes.
     redis_url: str = ""
+    # Redis pub/sub channels ignore the database number: deployments sharing one Redis need distinct prefixes.
+    redis_prefix: str = "zaima:"
     # Conversations and the widget.
     widget_identity_secret: str = ""  # HMAC-SHA256 key for host sites that sign their user ids
     widget_identity_window_seconds: int = 300  # older widget signatures are rejected (no replay)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 
@@ -17,7 +17,6 @@ from zaima.conversations.identity import (
     CustomerTokenInvalid,
     ExternalIdentity,
     OrderContextInvalid,
-    StaffTokenInvalid,
     WidgetIdentityExpired,
     WidgetIdentityFromFuture,
     WidgetIdentityNotConfigured,
@@ -27,6 +26,7 @@ from zaima.core.errors import ValidationFailed
 from zaima.core.signing import sign_token, verify_token
 from zaima.db import unit_of_work
 from zaima.models import Customer, Order, StaffUser
+from zaima.web import staff_auth
 
 WIDGET_SECRET = "host-site-shared-secret"
 
@@ -74,20 +74,21 @@ def test_an_edited_token_body_is_rejected_even_with_the_audience_rewritten():
 def test_token_audiences_cannot_be_confused(plain_settings, clock):
     customer_token = identity.issue_customer_token(plain_settings, clock, _customer(7))
     staff = StaffUser(id=7, username="a", display_name="a", password_hash="x")
-    staff_token = identity.issue_staff_token(plain_settings, clock, staff, lifetime=timedelta(hours=8))
+    web = SimpleNamespace(settings=plain_settings, clock=clock)  # what zaima.web.staff_auth reads of the app
+    staff_session = staff_auth.issue_session(web, staff)
+    staff_ticket = staff_auth.issue_ticket(web, staff)
     order_token = identity.issue_order_context(plain_settings, clock, Order(order_no="K7Q39XDM2PHT"))
 
     assert identity.verify_customer_token(plain_settings, clock, customer_token) == 7
-    assert identity.verify_staff_token(plain_settings, clock, staff_token) == 7
-    assert identity.verify_order_context(plain_settings, clock, order_token) == "K7Q39XDM2PHT"
-    with pytest.raises(StaffTokenInvalid):
-        identity.verify_staff_token(plain_settings, clock, customer_token)
-    with pytest.raises(StaffTokenInvalid):
-        identity.verify_staff_token(plain_settings, clock, order_token)
-    with pytest.raises(CustomerTokenInvalid):
-        identity.verify_customer_token(plain_settings, clock, staff_token)
-    with pytest.raises(CustomerTokenInvalid):
-        identity.verify_customer_token(plain_settings, clock, order_token)
+    assert staff_auth.verify_session(web, staff_session)["uid"] == 7
+    assert staff_auth.read_ticket(web, staff_ticket) == 7
+    for other in (customer_token, order_token, staff_ticket):
+        assert staff_auth.verify_session(web, other) is None
+    for other in (customer_token, order_token, staff_session):
+        assert staff_auth.read_ticket(web, other) is None
+    for other in (staff_session, staff_ticket, order_token):
+        with pytest.raises(CustomerTokenInvalid):
+            identity.verify_customer_token(plain_settings, clock, other)
     with pytest.raises(OrderContextInvalid):
         identity.verify_order_context(plain_settings, clock, customer_token)
 

@@ -8,13 +8,9 @@ must hold each exactly once.
 
 Needs PostgreSQL and Redis: skipped when either is unreachable, unless ZAIMA_REQUIRE_SERVICES=1.
 
-Isolation: a throwaway PostgreSQL database (a copy of the session's migrated template). The Redis
-key and channel prefix of the RedisHub cannot be set through settings (build_hub always uses the
-default "zaima:"), so the nodes use Redis database REDIS_DB for their presence keys. Pub/sub channels
-are not per database in Redis, though: another Zaima cluster on the same Redis (a parallel test run,
-a local `zaima serve` with Redis) shares the "zaima:events" channel. The conversation ids of this
-test therefore start at a random high number, so that no one else's `conv:{id}` events reach it, and
-the staff username is unique to the run.
+Isolation: a throwaway PostgreSQL database (a copy of the session's migrated template) and a Redis key
+and channel prefix of its own (ZAIMA_REDIS_PREFIX), so another Zaima on the same Redis (a parallel
+test run, a local `zaima serve`) neither hears this test's events nor sees its presence.
 """
 
 from __future__ import annotations
@@ -33,7 +29,6 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 import websockets
-from sqlalchemy import text
 
 from tests.conftest import PG_HOST, PG_PORT, PG_USER, REQUIRE_SERVICES
 from tests.web.chat_helpers import Client, agent_login, customer_session, customer_socket, say
@@ -102,26 +97,25 @@ class Cluster:
     password: str
 
 
-async def _prepare_database(url: str, username: str, password: str, first_conversation_id: int) -> None:
-    """The agent's account, and conversation ids starting at `first_conversation_id`."""
+async def _prepare_database(url: str, username: str, password: str) -> None:
+    """The agent's account."""
     engine = create_engine(url)
     try:
         async with unit_of_work(make_sessionmaker(engine)) as session:
             await create_staff(session, Clock(), username, password, "agent", display_name="客服小林")
-            await session.execute(text("SELECT setval(pg_get_serial_sequence('conversations', 'id'), :n, false)"),
-                                  {"n": first_conversation_id})
     finally:
         await engine.dispose()
 
 
-async def _forget_presence(redis_url: str, username: str) -> None:
-    """Node A died holding nothing, node B said goodbye on SIGTERM; remove the agent's entry anyway."""
+async def _forget_presence(redis_url: str, prefix: str) -> None:
+    """Node A died holding presence; remove whatever this run left under its prefix."""
     from redis.asyncio import Redis
 
     client = Redis.from_url(redis_url, socket_connect_timeout=2)
     try:
-        await client.zrem("zaima:presence:agent", username)
-        await client.hdel("zaima:presence:agent:state", username)
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
     finally:
         await client.aclose()
 
@@ -130,11 +124,13 @@ async def _forget_presence(redis_url: str, username: str) -> None:
 async def cluster(redis_url, shared_database, tmp_path: Path):
     username = f"mn-{secrets.token_hex(4)}"
     password = secrets.token_urlsafe(12)
-    await _prepare_database(shared_database, username, password, 1_000_000 + secrets.randbelow(9_000_000))
+    prefix = f"zaima-test-{secrets.token_hex(4)}:"
+    await _prepare_database(shared_database, username, password)
     shared = {
         "ZAIMA_ENV": "test",
         "ZAIMA_DATABASE_URL": shared_database,
         "ZAIMA_REDIS_URL": redis_url,
+        "ZAIMA_REDIS_PREFIX": prefix,
         # The same secrets on every node: a customer token or staff ticket from one verifies on the other.
         "ZAIMA_SECRET_KEY": secrets.token_urlsafe(32),
         "ZAIMA_CARD_KEY_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
@@ -154,7 +150,7 @@ async def cluster(redis_url, shared_database, tmp_path: Path):
         # Captured by pytest, so shown only when the test fails.
         print("\n".join(node.report() for node in nodes))
         with contextlib.suppress(Exception):
-            await _forget_presence(redis_url, username)
+            await _forget_presence(redis_url, prefix)
 
 
 async def _connection_dropped(client: Client, timeout: float = 10.0) -> None:
@@ -279,8 +275,10 @@ async def test_two_nodes_exchange_live_and_a_customer_resumes_on_the_other_after
             r = await http.get(f"/api/v1/chat/conversations/{cid}/messages",
                                headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200, r.text
-        customer_view = [(m["seq"], m["sender_kind"], m["body"]) for m in r.json()["messages"]]
+        stored_messages = r.json()["messages"]
+        customer_view = [(m["seq"], m["sender_kind"], m["body"]) for m in stored_messages]
         assert customer_view == expected
+        assert [m["client_msg_id"] for m in stored_messages if m["seq"] == lost_seq] == [lost_id]
 
         r = await agent.http.get(f"/console/api/conversations/{cid}")
         assert r.status_code == 200, r.text

@@ -1,4 +1,5 @@
-"""Who the customer is: signed tokens (order context, customer session, staff session), host-site
+"""Who the customer is: signed tokens (order context, customer session; staff sessions are
+zaima.web.staff_auth's, under their own audiences), host-site
 identities signed with HMAC, and the Customer row each kind of identity resolves to.
 
 Three kinds of customer:
@@ -24,12 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.core.errors import DomainError, NotFound, ValidationFailed
 from zaima.core.signing import sign_token, verify_token
-from zaima.models import Customer, Order, StaffUser
+from zaima.models import Customer, Order
 from zaima.store.orders import get_order
 
 AUD_ORDER_CONTEXT = "order-context"
 AUD_CUSTOMER = "customer"
-AUD_STAFF = "staff"  # agent console sessions
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 EXTERNAL_ID_MAX = 128
@@ -56,12 +56,6 @@ class CustomerTokenInvalid(InvalidToken):
     code = "customer_token_invalid"
     message_zh = "会话凭证已失效，请刷新页面"
     message_en = "The chat session has expired; reload the page"
-
-
-class StaffTokenInvalid(InvalidToken):
-    code = "staff_token_invalid"
-    message_zh = "登录已过期，请重新登录"
-    message_en = "Your session has expired; sign in again"
 
 
 class WidgetIdentityNotConfigured(DomainError):
@@ -129,18 +123,6 @@ def verify_customer_token(settings, clock, token: str | None) -> int:
     if not isinstance(customer_id, int) or isinstance(customer_id, bool):
         raise CustomerTokenInvalid()
     return customer_id
-
-
-def issue_staff_token(settings, clock, staff: StaffUser, lifetime: timedelta) -> str:
-    return issue_token(settings, clock, AUD_STAFF, {"staff_id": staff.id}, lifetime)
-
-
-def verify_staff_token(settings, clock, token: str | None) -> int:
-    payload = verify_token(settings.secret_key, AUD_STAFF, token, _unix(clock))
-    staff_id = payload.get("staff_id") if payload else None
-    if not isinstance(staff_id, int) or isinstance(staff_id, bool):
-        raise StaffTokenInvalid()
-    return staff_id
 
 
 # --- host-site identity ---------------------------------------------------------------------------------------

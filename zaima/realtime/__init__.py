@@ -26,7 +26,7 @@ from zaima.realtime.redis_hub import RedisHub
 def build_hub(settings: Settings, clock: Clock | None = None) -> Hub:
     """RedisHub when ZAIMA_REDIS_URL is set, else the in-process hub. Nothing connects until start()."""
     if settings.redis_url:
-        return RedisHub(settings.redis_url)
+        return RedisHub(settings.redis_url, prefix=settings.redis_prefix)
     return InProcessHub(clock)
 
 

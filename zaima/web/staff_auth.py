@@ -59,8 +59,12 @@ def set_session_cookie(response, ctx: AppContext, token: str) -> None:
                         secure=ctx.settings.base_url.startswith("https://"), path="/")
 
 
+def verify_session(ctx: AppContext, token: str | None) -> dict | None:
+    return verify_token(ctx.settings.secret_key, SESSION_AUDIENCE, token, _now(ctx))
+
+
 def read_session(ctx: AppContext, request: Request) -> dict | None:
-    return verify_token(ctx.settings.secret_key, SESSION_AUDIENCE, request.cookies.get(COOKIE), _now(ctx))
+    return verify_session(ctx, request.cookies.get(COOKIE))
 
 
 async def load_user(ctx: AppContext, user_id: int) -> StaffUser | None:
