@@ -1,5 +1,5 @@
 """What only RedisHub has: several nodes on one Redis, one pub/sub connection per node, reconnecting
-after the connection is dropped, lazy start, and presence that outlives no dead node."""
+after the connection is dropped, lazy start, and the presence of a dead node expiring."""
 
 from __future__ import annotations
 
@@ -10,27 +10,21 @@ import uuid
 import pytest
 
 from zaima.realtime import PRESENCE_TOPIC, RESYNC_TOPIC, RedisHub
+from zaima.realtime.hub import stop_task
 
 from .conftest import next_event, take
 
-
-@pytest.fixture
-def redis_case(case):
-    if case.backend != "redis":
-        pytest.skip("Redis only")
-    return case
-
-
-# Only the Redis variant of `case` applies here.
-pytestmark = pytest.mark.parametrize("case", ["redis"], indirect=True)
+# Only the Redis variant of the `case` fixture applies here.
+redis_only = pytest.mark.parametrize("case", ["redis"], indirect=True)
 
 
 async def _sub_connections(admin, hub: RedisHub) -> list[dict]:
     return [c for c in await admin.client_list() if c.get("name") == hub.sub_client_name]
 
 
-async def test_two_nodes_see_each_others_events_once(redis_case):
-    a, b = redis_case.hub, redis_case.peer
+@redis_only
+async def test_two_nodes_see_each_others_events_once(case):
+    a, b = case.hub, case.peer
     on_a, on_b = a.subscribe(["conv:1"]), b.subscribe(["conv:1"])
     await a.publish("conv:1", {"from": "a"})
     await b.publish("conv:1", {"from": "b"})
@@ -46,31 +40,34 @@ async def test_two_nodes_see_each_others_events_once(redis_case):
     assert b.metrics["published"] == 1 and b.metrics["received"] == 2
 
 
-async def test_one_pubsub_connection_per_node_whatever_the_number_of_subscribers(redis_case, redis_admin):
-    hub = redis_case.hub
+@redis_only
+async def test_one_pubsub_connection_per_node_whatever_the_number_of_subscribers(case, redis_admin):
+    hub = case.hub
     subs = [hub.subscribe([f"conv:{n}", "inbox"]) for n in range(50)]
-    await redis_case.peer.publish("inbox", {"n": 1})
+    await case.peer.publish("inbox", {"n": 1})
     for sub in subs:
         assert await next_event(sub) == ("inbox", {"n": 1})
     connections = await _sub_connections(redis_admin, hub)
     assert len(connections) == 1 and connections[0]["sub"] == "1"  # subscribed to one channel
 
 
-async def test_a_hub_that_was_never_started_starts_on_first_publish(redis_case):
-    node = redis_case.make()
+@redis_only
+async def test_a_hub_that_was_never_started_starts_on_first_publish(case):
+    node = case.make()
     assert not node.started
-    listener = redis_case.hub.subscribe(["conv:5"])
+    listener = case.hub.subscribe(["conv:5"])
     await node.publish("conv:5", {"n": 1})
     assert node.started and node.connected
     assert await next_event(listener) == ("conv:5", {"n": 1})
     # ... and, started, it hears the others.
     local = node.subscribe(["conv:5"])
-    await redis_case.hub.publish("conv:5", {"n": 2})
+    await case.hub.publish("conv:5", {"n": 2})
     assert await next_event(local) == ("conv:5", {"n": 2})
 
 
-async def test_the_hub_reconnects_after_its_pubsub_connection_is_killed(redis_case, redis_admin):
-    hub, peer = redis_case.hub, redis_case.peer
+@redis_only
+async def test_the_hub_reconnects_after_its_pubsub_connection_is_killed(case, redis_admin):
+    hub, peer = case.hub, case.peer
     sub = hub.subscribe(["conv:1"])
     await peer.publish("conv:1", {"n": 1})
     assert await next_event(sub) == ("conv:1", {"n": 1})
@@ -89,8 +86,9 @@ async def test_the_hub_reconnects_after_its_pubsub_connection_is_killed(redis_ca
     assert not sub.closed
 
 
-async def test_close_stops_the_reader_and_releases_the_connections(redis_case, redis_admin):
-    node = redis_case.make()
+@redis_only
+async def test_close_stops_the_reader_and_releases_the_connections(case, redis_admin):
+    node = case.make()
     await node.start()
     reader, writer = node._reader, node._writer
     assert await _sub_connections(redis_admin, node)
@@ -106,10 +104,11 @@ async def test_close_stops_the_reader_and_releases_the_connections(redis_case, r
     assert await _sub_connections(redis_admin, node) == []
 
 
-async def test_presence_of_a_node_that_died_expires_and_is_announced(redis_case, redis_admin):
-    survivor = redis_case.hub
+@redis_only
+async def test_presence_of_a_node_that_died_expires_and_is_announced(case, redis_admin):
+    survivor = case.hub
     events = survivor.subscribe([PRESENCE_TOPIC])
-    doomed = redis_case.make()
+    doomed = case.make()
     await doomed.hold_presence("agent", "7")
     assert await next_event(events) == (PRESENCE_TOPIC, {"type": "presence", "kind": "agent", "id": "7",
                                                          "state": "online"})
@@ -119,7 +118,7 @@ async def test_presence_of_a_node_that_died_expires_and_is_announced(redis_case,
     await asyncio.sleep(0.6)  # past the ttl: the heartbeat keeps it
     assert await survivor.get_presence("agent") == {"7": "online"}
 
-    doomed._heartbeat_task.cancel()  # the node dies: no heartbeat, no goodbye
+    await stop_task(doomed._heartbeat_task)  # the node dies: no heartbeat, no goodbye
     await survivor.hold_presence("agent", "1")  # gives the survivor a heartbeat that sweeps "agent"
     assert (await next_event(events))[1]["id"] == "1"
     assert await next_event(events, timeout=3) == (
@@ -127,7 +126,7 @@ async def test_presence_of_a_node_that_died_expires_and_is_announced(redis_case,
     assert await survivor.get_presence("agent") == {"1": "online"}
 
 
-async def test_without_redis_the_hub_still_serves_this_node(redis_case):
+async def test_without_redis_the_hub_still_serves_this_node():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the block ends: nothing listens there
@@ -146,3 +145,15 @@ async def test_without_redis_the_hub_still_serves_this_node(redis_case):
         assert node.metrics["publish_errors"] == 1  # counted, not raised
     finally:
         await asyncio.wait_for(node.close(), 5)
+
+
+async def test_close_during_a_slow_start_stops_everything_the_start_began():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    node = RedisHub(f"redis://127.0.0.1:{port}/0", start_timeout=0.3)
+    starting = asyncio.create_task(node.start())
+    await asyncio.sleep(0.05)  # start() is waiting for a Redis that is not there
+    await asyncio.wait_for(node.close(), 3)
+    await asyncio.wait_for(starting, 1)
+    assert node.closed and node._reader is None and node._writer is None and node._heartbeat_task is None

@@ -29,7 +29,6 @@ sweep (heartbeat or ``get_presence``) is announced as ``state: "offline", "reaso
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from abc import ABC, abstractmethod
 from collections import deque
@@ -60,6 +59,25 @@ class SubscriptionClosed(Exception):
         self.reason = reason
 
 
+async def stop_task(task: asyncio.Task | None, timeout: float = 2.0) -> None:
+    """Cancel ``task`` and wait for it to end, cancelling again if needed: on Python 3.11,
+    ``asyncio.wait_for`` (used inside redis-py) swallows a cancellation that lands just as its inner
+    future completes, so one ``cancel()`` is not always enough."""
+    if task is None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not task.done():
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            log.warning("realtime task did not stop", task=task.get_name())
+            return
+        task.cancel()
+        await asyncio.wait({task}, timeout=min(0.05, remaining))
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("realtime task had failed", task=task.get_name(), error=repr(task.exception()))
+
+
 def presence_event(kind: str, ident: str, state: str, **extra: Any) -> Event:
     return {"type": "presence", "kind": kind, "id": ident, "state": state, **extra}
 
@@ -71,10 +89,14 @@ def check_topic(topic: str) -> None:
         raise ValueError(f"topics starting with 'hub:' are reserved ({topic!r})")
 
 
-def check_presence_key(kind: str, ident: str) -> None:
-    # ':' in a kind would let two kinds share a Redis key; an empty ident is always a bug.
+def check_presence_kind(kind: str) -> None:
+    # ':' in a kind would let two kinds share a Redis key.
     if not kind or ":" in kind:
         raise ValueError(f"presence kind must be non-empty and contain no ':' ({kind!r})")
+
+
+def check_presence_key(kind: str, ident: str) -> None:
+    check_presence_kind(kind)
     if not ident:
         raise ValueError("presence ident must be non-empty")
 
@@ -323,6 +345,7 @@ class Hub(ABC):
         self._heartbeat_task: asyncio.Task | None = None
         self._start_lock: asyncio.Lock | None = None
         self._started = False
+        self._closing = False  # close() has begun: background loops exit
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -335,25 +358,26 @@ class Hub(ABC):
         return self._closed
 
     async def start(self) -> None:
-        if self._started or self._closed:
+        if self._started or self._closing:
             return
         if self._start_lock is None:
             self._start_lock = asyncio.Lock()
         async with self._start_lock:
-            if self._started or self._closed:
+            if self._started or self._closing:
                 return
             await self._startup()
             self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="zaima-hub-heartbeat")
             self._started = True
 
     async def close(self) -> None:
-        if self._closed:
+        if self._closing:
             return
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat_task
-            self._heartbeat_task = None
+        self._closing = True
+        if self._start_lock is not None:
+            async with self._start_lock:  # let a start() in progress finish, so it can be undone
+                pass
+        await stop_task(self._heartbeat_task)
+        self._heartbeat_task = None
         if self._started:
             # Going away politely: this node's agents go offline now rather than at ttl.
             for kind, ident in list(self._leases):
@@ -417,7 +441,7 @@ class Hub(ABC):
 
     async def get_presence(self, kind: str) -> dict[str, str]:
         """Unexpired entries of ``kind`` as ident → state. Expired ones are removed and announced."""
-        check_presence_key(kind, "-")
+        check_presence_kind(kind)
         self._presence_kinds.add(kind)
         live, expired = await self._sweep_presence(kind)
         await self._announce_expired(kind, expired)
@@ -455,7 +479,7 @@ class Hub(ABC):
             await self._announce_expired(kind, expired)
 
     async def _heartbeat_loop(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.heartbeat_seconds)
             try:
                 await self.heartbeat()

@@ -42,7 +42,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from zaima.realtime.hub import RESYNC_TOPIC, Event, Hub, log
+from zaima.realtime.hub import RESYNC_TOPIC, Event, Hub, log, stop_task
 
 _NOW_MS = """
 local t = redis.call('TIME')
@@ -171,11 +171,8 @@ class RedisHub(Hub):
                 await asyncio.wait_for(self._outbox.join(), self.flush_timeout)
             except TimeoutError:
                 log.warning("realtime redis outbox not flushed on close", pending=self._outbox.qsize())
-        for task in (self._reader, self._writer):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await stop_task(self._reader)
+        await stop_task(self._writer)
         self._reader = self._writer = None
         for client in (self._redis, self._sub_redis):
             if client is not None:
@@ -233,7 +230,7 @@ class RedisHub(Hub):
         delay = self.reconnect_min_seconds
         failures = 0
         was_ever_connected = False
-        while True:
+        while not self._closing:
             pubsub = self._sub_redis.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
@@ -251,7 +248,7 @@ class RedisHub(Hub):
                 was_ever_connected = True
                 failures = 0
                 delay = self.reconnect_min_seconds
-                while True:
+                while not self._closing:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message["type"] == "message":
                         self._on_message(message["data"])

@@ -222,24 +222,31 @@ async def supplier_submit_job(ctx, payload: dict) -> None:
     await ctx.transact(record)
 
 
-@handler("supplier_poll")
-async def supplier_poll_job(ctx, payload: dict) -> None:
-    so_id = payload["supplier_order_id"]
+async def query_once(ctx, so_id: int) -> str | None:
+    """Ask the supplier once about a recharge and apply its answer. Returns apply_report's verdict,
+    'final' when the recharge already has its result, or None when the supplier could not be asked."""
     async with ctx.sessions() as session:
         so = await session.get(SupplierOrder, so_id)
         if so is None or so.status in TERMINAL:
-            return
-        request_id, created = so.request_id, so.created_at
+            return "final"
+        request_id = so.request_id
+    if ctx.supplier is None:
+        return None
     try:
         report = await ctx.supplier.query(request_id)
     except SupplierUnavailable:
-        report = None
-    if report is not None:
-        result = await ctx.transact(
-            lambda session: _apply_polled(session, ctx, so_id, report)
-        )
-        if result != "pending":
-            return
+        return None
+    return await ctx.transact(lambda session: _apply_polled(session, ctx, so_id, report))
+
+
+@handler("supplier_poll")
+async def supplier_poll_job(ctx, payload: dict) -> None:
+    so_id = payload["supplier_order_id"]
+    result = await query_once(ctx, so_id)
+    if result not in (None, "pending"):
+        return
+    async with ctx.sessions() as session:
+        created = (await session.get(SupplierOrder, so_id)).created_at
     round_no = payload.get("round", 0) + 1
     if ctx.clock.now() - created > GIVE_UP_POLLING_AFTER:
         await ctx.transact(lambda session: _give_up(session, ctx, so_id, "poll", "no final answer"))
