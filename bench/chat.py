@@ -197,10 +197,48 @@ def cpu_of(pids: list[int]) -> float:
     return sum(stats[p][1] for p in wanted if p in stats)
 
 
+class CpuSampler:
+    """Samples the server's CPU seconds 5 times a second, so that CPU can be charged to any interval
+    afterwards (up to the last delivery when the server falls behind, not just the send window)."""
+
+    def __init__(self, pids: list[int]):
+        import threading
+        self.pids = pids
+        self.samples: list[tuple[float, float]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        if pids:
+            self.thread.start()
+
+    def run(self) -> None:
+        while True:
+            self.samples.append((time.monotonic(), cpu_of(self.pids)))
+            if self.stop.wait(0.2):
+                self.samples.append((time.monotonic(), cpu_of(self.pids)))
+                return
+
+    def finish(self) -> None:
+        if self.pids:
+            self.stop.set()
+            self.thread.join()
+
+    def at(self, t: float) -> float:
+        """Interpolated CPU seconds at monotonic time t."""
+        pts = self.samples
+        if not pts:
+            return 0.0
+        if t <= pts[0][0]:
+            return pts[0][1]
+        for (t0, c0), (t1, c1) in zip(pts, pts[1:], strict=False):
+            if t0 <= t <= t1:
+                return c0 + (c1 - c0) * ((t - t0) / (t1 - t0) if t1 > t0 else 1.0)
+        return pts[-1][1]
+
+
 # --- one shard of the client: a share of the customers and agents, in one event loop --------------
 class Rec:
     """One message a customer sent (or an agent reply)."""
-    __slots__ = ("t", "conv", "measured", "ack_t", "seq", "deliveries", "echoes")
+    __slots__ = ("t", "conv", "measured", "ack_t", "seq", "deliveries", "echoes", "first_t")
 
     def __init__(self, t: float, conv: int, measured: bool):
         self.t = t
@@ -210,11 +248,12 @@ class Rec:
         self.seq = None
         self.deliveries = 0
         self.echoes = 0
+        self.first_t = 0.0
 
 
 class Sock:
-    __slots__ = ("idx", "ws", "conv", "token", "last_seq", "agent", "open", "seen", "seen_ids", "pong",
-                 "queue", "subs", "subs_set", "last_by_conv", "tasks")
+    __slots__ = ("idx", "ws", "conv", "token", "last_seq", "agent", "open", "seen", "seen_ids", "gen", "pong",
+                 "queue", "subs", "subs_set", "last_by_conv", "tasks", "unacked")
 
     def __init__(self, idx: int):
         self.idx = idx
@@ -224,14 +263,16 @@ class Sock:
         self.last_seq = 0
         self.agent = None
         self.open = False
-        self.seen: set = set()          # (conversation, seq) of `message` frames received
-        self.seen_ids: set = set()      # client_msg_ids of `message` frames received
+        self.seen: dict = {}            # (conversation, seq) of `message` frames received -> connection no.
+        self.seen_ids: dict = {}        # client_msg_ids delivered to this client -> connection no.
+        self.gen = 0                    # connection number: a redelivery after a reconnect is not a duplicate
         self.pong = False
         self.queue: asyncio.Queue | None = None  # agents: paced outgoing frames
         self.subs: list[int] = []
         self.subs_set: set = set()
-        self.last_by_conv: dict = {}
+        self.last_by_conv: dict = {}   # agents: highest seq received per conversation
         self.tasks: list = []
+        self.unacked: dict = {}        # customers: client_msg_id -> frame, resent after a reconnect
 
 
 class Shard:
@@ -265,6 +306,7 @@ class Shard:
         self.last_reply_delivery = 0.0
         self.window = (0.0, 0.0)
         self.sched_lag_max = 0.0
+        self.reconnects: set = set()
 
     # --- bookkeeping -----------------------------------------------------------------------------
     def error(self, what: str) -> None:
@@ -299,7 +341,12 @@ class Shard:
                     continue
                 frames[kind] += 1
                 if kind == "ack":
-                    rec = self.sent.get(d.get("client_msg_id"))
+                    cmid = d.get("client_msg_id")
+                    s.unacked.pop(cmid, None)
+                    seq = d.get("seq")
+                    if isinstance(seq, int) and seq > s.last_seq:
+                        s.last_seq = seq
+                    rec = self.sent.get(cmid)
                     if rec is None:
                         self.c["ack_unknown"] += 1
                     elif rec.ack_t:
@@ -330,11 +377,14 @@ class Shard:
     def customer_message(self, s: Sock, d: dict, now: float) -> None:
         m = d.get("message") or {}
         seq, cmid = m.get("seq"), m.get("client_msg_id")
+        if isinstance(seq, int) and seq > s.last_seq:
+            s.last_seq = seq
         key = (d.get("conversation_id"), seq)
-        if key in s.seen:
-            self.c["customer_duplicated"] += 1
+        g = s.seen.get(key)
+        if g is not None:
+            self.c["customer_duplicated" if g == s.gen else "redelivered_after_reconnect"] += 1
             return
-        s.seen.add(key)
+        s.seen[key] = s.gen
         rec = self.sent.get(cmid) if cmid else None
         if rec is not None:  # the customer's own message, broadcast back to its socket
             rec.echoes += 1
@@ -343,6 +393,11 @@ class Shard:
                 self.echo_lat.append((now - rec.t) * 1000)
             return
         rec = self.replies.get(cmid) if cmid else None
+        if rec is None and m.get("sender_kind") == "agent":
+            # customers see client_msg_id null on agent messages: match by the id in the text
+            body = m.get("body") or ""
+            if body.startswith("bench reply "):
+                rec = self.replies.get(body.split(" ", 3)[2])
         if rec is not None:
             rec.deliveries += 1
             if rec.deliveries == 1:
@@ -376,14 +431,16 @@ class Shard:
                     conv, seq, cmid = d.get("conversation_id"), m.get("seq"), m.get("client_msg_id")
                     ours = cmid in self.sent if cmid else False
                     key = (conv, seq)
-                    if key in a.seen:
-                        self.c["duplicated_seq"] += 1
-                        if ours:
+                    g = a.seen.get(key)
+                    if g is not None:
+                        if g != a.gen:
+                            self.c["redelivered_after_reconnect"] += 1
+                        elif ours:
                             self.delivered(a, conv, cmid, now)  # counted as duplicated by client_msg_id
                         else:
                             self.c["duplicated_other"] += 1
                         continue
-                    a.seen.add(key)
+                    a.seen[key] = a.gen
                     if isinstance(seq, int):
                         last = a.last_by_conv.get(conv, 0)
                         if seq <= last:
@@ -414,14 +471,16 @@ class Shard:
         if rec is None:
             self.c["delivered_unknown"] += 1
             return
-        if cmid in s.seen_ids:
-            self.c["duplicated"] += 1
+        g = s.seen_ids.get(cmid)
+        if g is not None:
+            self.c["duplicated" if g == s.gen else "redelivered_after_reconnect"] += 1
             return
-        s.seen_ids.add(cmid)
+        s.seen_ids[cmid] = s.gen
         if conv != rec.conv:
             self.c["wrong_conversation"] += 1
         rec.deliveries += 1
         if rec.deliveries == 1:
+            rec.first_t = now
             self.c["delivered"] += 1
             if rec.measured:
                 self.lat.append((now - rec.t) * 1000)
@@ -440,6 +499,56 @@ class Shard:
             if len(self.error_samples) < 12:
                 self.error_samples.append(f"{role} socket {s.idx} closed by the server, code {code}")
                 log(f"[{self.mode}:{self.index}] {role} socket {s.idx} closed, code {code}")
+            if self.cfg["reconnect"] and self.mode == "zaima" and code != 4001:
+                self.reconnects.add(asyncio.create_task(self.reconnect(s, role)))
+
+    async def reconnect(self, s: Sock, role: str) -> None:
+        """The document's reconnect rule: back off 1, 2, 4 … 15 s (+ jitter), auth again with the highest
+        seq received (agents: subscribe again with it), then resend unacked messages with the same ids."""
+        delay = 1.0
+        while not self.closing:
+            await asyncio.sleep(delay + delay * 0.2 * secrets.randbelow(1000) / 1000)
+            if self.closing:
+                return
+            s.gen += 1
+            try:
+                if role == "customer":
+                    ws = await self.http.ws_connect(self.cfg["ws_base"] + "/ws/customer", autoping=True,
+                                                    max_msg_size=1 << 22)
+                    await ws.send_str(json.dumps({"type": "auth", "token": s.token, "conversation_id": s.conv,
+                                                  "last_seq": s.last_seq}))
+                    s.ws = ws
+                    await self.wait_ready(ws, "customer")
+                    s.open = True
+                    s.tasks.append(asyncio.create_task(self.customer_reader(s)))
+                    for frame in list(s.unacked.values()):
+                        if not s.open:
+                            break
+                        self.c["resent"] += 1
+                        await ws.send_str(frame)
+                        await asyncio.sleep(0.1)  # stay far below the frame limit
+                else:
+                    ticket = (await self.tickets(1))[0]
+                    ws = await self.staff_http.ws_connect(self.cfg["ws_base"] + "/ws/agent", autoping=True,
+                                                          max_msg_size=1 << 22)
+                    await ws.send_str(json.dumps({"type": "auth", "ticket": ticket}))
+                    s.ws = ws
+                    await self.wait_ready(ws, "agent")
+                    s.open = True
+                    s.tasks.append(asyncio.create_task(self.agent_reader(s)))
+                    for conv in s.subs:
+                        s.queue.put_nowait(json.dumps({"type": "subscribe", "conversation_id": conv,
+                                                       "last_seq": s.last_by_conv.get(conv, 0)}))
+                self.c[f"reconnects_{role}"] += 1
+                return
+            except (TimeoutError, aiohttp.ClientError, OSError, RuntimeError, ValueError, KeyError,
+                    SystemExit) as exc:
+                self.c[f"reconnect_attempts_failed_{role}"] += 1
+                if s.ws is not None and not s.open:
+                    await s.ws.close()
+                if len(self.error_samples) < 12:
+                    self.error_samples.append(f"{role} {s.idx} reconnect: {exc.__class__.__name__}: {exc}")
+                delay = min(15.0, delay * 2)
 
     # --- setup -----------------------------------------------------------------------------------
     async def wait_ready(self, ws, role: str) -> dict:
@@ -510,14 +619,18 @@ class Shard:
             re.search(r'<meta[^>]*content="([^"]*)"[^>]*name="csrf-token"', page)
         if not m:
             raise SystemExit(f"GET /console ({r.status}): no <meta name=\"csrf-token\">")
-        csrf = html.unescape(m.group(1))
-        tickets = []
-        for _ in range(self.n_agents):
-            async with http.post(base + "/console/api/ws-ticket", headers={"X-CSRF-Token": csrf}) as r:
+        self.csrf = html.unescape(m.group(1))
+        return await self.tickets(self.n_agents)
+
+    async def tickets(self, count: int) -> list[str]:
+        out = []
+        for _ in range(count):
+            async with self.staff_http.post(self.cfg["base_url"] + "/console/api/ws-ticket",
+                                            headers={"X-CSRF-Token": self.csrf}) as r:
                 if r.status != 200:
                     raise SystemExit(f"POST /console/api/ws-ticket: {r.status} {(await r.text())[:200]}")
-                tickets.append((await r.json())["ticket"])
-        return tickets
+                out.append((await r.json())["ticket"])
+        return out
 
     async def setup_agent(self, a: Sock, ticket: str, http: aiohttp.ClientSession) -> None:
         a.ws = await http.ws_connect(self.cfg["ws_base"] + "/ws/agent", autoping=True, max_msg_size=1 << 22)
@@ -555,9 +668,9 @@ class Shard:
     async def pinger(self) -> None:
         """Every socket sends `ping` every 25 s, spread evenly (the server closes silent sockets)."""
         socks = self.customers
-        step = PING_EVERY / max(1, len(socks))
         next_agent_ping = time.monotonic() + PING_EVERY
         while not self.closing:
+            step = PING_EVERY / max(1, len(socks))  # customers are still being added during setup
             for s in list(socks):
                 if self.closing:
                     return
@@ -663,9 +776,11 @@ class Shard:
                 self.c["sent"] += 1
                 if t >= warm_end:
                     self.c["sent_measured"] += 1
+                frame = dumps({"type": "send", "conversation_id": s.conv, "client_msg_id": cmid,
+                               "text": f"bench {cmid} t={t:.6f}{cfg['pad']}"})
+                s.unacked[cmid] = frame
                 try:
-                    await s.ws.send_str(dumps({"type": "send", "conversation_id": s.conv, "client_msg_id": cmid,
-                                               "text": f"bench {cmid} t={t:.6f}{cfg['pad']}"}))
+                    await s.ws.send_str(frame)
                 except (aiohttp.ClientError, ConnectionError) as exc:
                     self.c["send_failed"] += 1
                     self.error(f"send on customer {s.idx}: {exc}")
@@ -701,15 +816,23 @@ class Shard:
                 f"sent {self.c['sent']}, acked {self.c['acked']}, delivered {self.c['delivered']}, "
                 f"errors {sum(self.error_codes.values()) + self.c['client_errors']}")
 
+    def recovering(self) -> bool:
+        """A socket is reconnecting, or an agent is still re-sending its paced subscribes."""
+        return any(not t.done() for t in self.reconnects) or any(a.queue.qsize() > 1 for a in self.agents)
+
     async def drain(self) -> float:
-        """Wait up to --grace seconds for every sent message to be acked and delivered."""
+        """Wait for every sent message to be acked and delivered: up to --grace seconds, not counting
+        time in which sockets are still reconnecting or re-subscribing (at most --max-recovery s)."""
         t0 = time.monotonic()
         zaima = self.mode == "zaima"
-        while time.monotonic() - t0 < self.cfg["grace"]:
+        waited = 0.0
+        while waited < self.cfg["grace"] and time.monotonic() - t0 < self.cfg["grace"] + self.cfg["max_recovery"]:
             done = self.c["delivered"] >= self.c["sent"] and (not zaima or self.c["acked"] >= self.c["sent"])
             if done and self.c["replies_delivered"] >= self.c["replies_sent"]:
                 break
             await asyncio.sleep(0.05)
+            if not self.recovering():
+                waited += 0.05
         return time.monotonic() - t0
 
     async def check_held(self) -> tuple[int, int]:
@@ -735,6 +858,8 @@ class Shard:
     async def close(self) -> None:
         self.closing = True
         self.pinger_task.cancel()
+        for t in self.reconnects:
+            t.cancel()
         sem = asyncio.Semaphore(200)
 
         async def close_one(s: Sock) -> None:
@@ -776,8 +901,20 @@ class Shard:
                 missing += 1
         return {"checked": found + missing, "in_database": found, "not_in_database": missing}
 
+    def dump_latencies(self, path: str) -> None:
+        """CSV: send time (s from the load start), delivery latency ms (empty if undelivered), ack latency ms."""
+        with open(f"{path}.{self.mode}{self.index}.csv", "w") as f:
+            f.write("t_send_s,deliver_ms,ack_ms,conversation\n")
+            t0 = self.window[0] - self.cfg["warmup"]
+            for rec in self.sent.values():
+                deliver = f"{(rec.first_t - rec.t) * 1000:.2f}" if rec.deliveries else ""
+                ack = f"{(rec.ack_t - rec.t) * 1000:.2f}" if rec.ack_t else ""
+                f.write(f"{rec.t - t0:.4f},{deliver},{ack},{rec.conv}\n")
+
     async def finish(self) -> dict:
         grace = await self.drain()
+        if self.cfg["dump_latencies"]:
+            self.dump_latencies(self.cfg["dump_latencies"])
         cpu_load = time.process_time() - self.cpu_at_go  # load + drain
         held, agents_held = await self.check_held()
         lost = [(k, r) for k, r in self.sent.items() if r.ack_t and r.deliveries == 0]
@@ -855,29 +992,26 @@ def run_phase(cfg: dict, mode: str, server_pids: list[int]) -> dict:
         log(f"{mode}: setup done in {setup['setup_s']} s: {setup['customers_connected']} customers"
             + (f", {setup['agents_connected']} agents, {setup['subscriptions']} subscriptions"
                if mode == "zaima" else ""))
+        sampler = CpuSampler(server_pids)
         t_start = time.monotonic() + 0.5
         for pipe in pipes:
             pipe.send(("go", t_start))
-        warm_end = t_start + cfg["warmup"]
-        time.sleep(max(0.0, warm_end - time.monotonic()))
-        server_cpu0 = cpu_of(server_pids)
-        time.sleep(max(0.0, warm_end + cfg["duration"] - time.monotonic()))
-        server_cpu = cpu_of(server_pids) - server_cpu0
         results = []
         for pipe in pipes:
             kind, res = pipe.recv()
             if kind != "result":
                 raise SystemExit(f"{mode}: client process failed: {res}")
             results.append(res)
+        sampler.finish()
     finally:
         for p in procs:
             p.join(timeout=30)
             if p.is_alive():
                 p.terminate()
-    return merge(cfg, mode, setup, results, server_cpu, server_pids)
+    return merge(cfg, mode, setup, results, sampler, server_pids)
 
 
-def merge(cfg: dict, mode: str, setup: dict, results: list[dict], server_cpu: float, server_pids: list[int]) -> dict:
+def merge(cfg: dict, mode: str, setup: dict, results: list[dict], sampler: CpuSampler, server_pids: list[int]) -> dict:
     c = Counter()
     fc, fa, ec, cc = Counter(), Counter(), Counter(), Counter()
     lat, ack_lat, echo_lat, reply_lat, session_ms, connect_ms, samples = [], [], [], [], [], [], []
@@ -894,6 +1028,7 @@ def merge(cfg: dict, mode: str, setup: dict, results: list[dict], server_cpu: fl
     window_end = max(r["window"][1] for r in results)
     last = max([r["last_delivery"] for r in results] + [window_end])
     wall = max(cfg["duration"], last - window_start)  # a server that falls behind is not flattered
+    server_cpu = sampler.at(window_start + wall) - sampler.at(window_start)
     delivered_measured = c["delivered_measured"]
     load_cpu = sum(r["load_cpu_s"] for r in results)
     errors = sum(ec.values()) + c["client_errors"] + c["send_failed"]
@@ -913,13 +1048,18 @@ def merge(cfg: dict, mode: str, setup: dict, results: list[dict], server_cpu: fl
         "duplicated": c["duplicated"] + c["duplicated_other"] + c["customer_duplicated"],
         "errors": errors,
         "unexpected_closes": c["unexpected_closes"],
+        "reconnects": {"customer": c["reconnects_customer"], "agent": c["reconnects_agent"],
+                       "redelivered_after_reconnect": c["redelivered_after_reconnect"],
+                       "failed_attempts": c["reconnect_attempts_failed_customer"]
+                       + c["reconnect_attempts_failed_agent"], "resent": c["resent"],
+                       "skipped_while_closed": c["skipped_closed"]},
         "setup_s": setup["setup_s"],
         "client_cpu_s": round(load_cpu, 2),
         "client_cpu_ms_per_msg": round(load_cpu * 1000 / max(1, c["sent"]), 3),
         "server_cpu_s": round(server_cpu, 2) if server_pids else None,
         "server_cpu_ms_per_msg": (round(server_cpu * 1000 / max(1, c["sent_measured"]), 3)
                                   if server_pids else None),
-        "server_cores_busy": round(server_cpu / cfg["duration"], 2) if server_pids else None,
+        "server_cores_busy": round(server_cpu / wall, 2) if server_pids else None,
         "details": {
             "wall_s": round(wall, 2), "setup": setup,
             "ack_latency_ms": lat_summary(ack_lat) if mode == "zaima" else None,
@@ -971,7 +1111,7 @@ def summary_lines(res: dict, cfg: dict) -> list[str]:
             f"setup {r['setup_s']:.1f} s")
         cpu = f"  {name}: client CPU {r['client_cpu_s']:.1f} s ({r['client_cpu_ms_per_msg']:.3f} ms/msg)"
         if r["server_cpu_s"] is not None:
-            cpu += (f", server CPU {r['server_cpu_s']:.1f} s over the measured window = "
+            cpu += (f", server CPU {r['server_cpu_s']:.1f} s over the measured window (to the last delivery) = "
                     f"{r['server_cores_busy']:.2f} cores, {r['server_cpu_ms_per_msg']:.3f} ms/msg")
         lines.append(cpu)
     if z:
@@ -981,14 +1121,16 @@ def summary_lines(res: dict, cfg: dict) -> list[str]:
                          f"{d['ack_latency_ms']['p99']:.1f} ms; session POST p50 "
                          f"{(d['session_ms'] or {}).get('p50', 0):.1f} / p99 {(d['session_ms'] or {}).get('p99', 0):.1f} ms")
         if d["error_codes"] or d["close_codes"]:
-            lines.append(f"  zaima: error frames {d['error_codes']}, unexpected closes {d['close_codes']}")
+            lines.append(f"  zaima: error frames {d['error_codes']}, unexpected closes {d['close_codes']}, "
+                         f"reconnects {z['reconnects']}")
         if z.get("replies"):
             rp = z["replies"]
             lines.append(f"  replies: sent {rp['sent']}, delivered {rp['delivered']}, lost {rp['lost']}, "
                          f"p50 {rp['latency_ms']['p50']:.1f} / p99 {rp['latency_ms']['p99']:.1f} ms")
     if res.get("ratio_vs_echo") is not None:
         lines.append(f"  ratio vs echo: messages/s {res['ratio_vs_echo']:.3f}, p50 latency "
-                     f"{res['latency_ratio_vs_echo']['p50']}x, p99 {res['latency_ratio_vs_echo']['p99']}x")
+                     f"{res['latency_ratio_vs_echo']['p50']}x, p99 {res['latency_ratio_vs_echo']['p99']}x, "
+                     f"server CPU per message {res.get('server_cpu_ratio_vs_echo')}x")
     if z:
         t = res["targets"]
         lines.append("  targets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in t.items()))
@@ -1004,7 +1146,8 @@ def main(argv: list[str] | None = None) -> int:
     ws_base = "ws" + args.base_url[4:]
     cfg = {k: getattr(args, k) for k in ("customers", "agents", "rate", "duration", "warmup", "grace",
                                           "client_procs", "setup_concurrency", "agent_user", "agent_password",
-                                          "agent_frame_rate", "reply_rate", "request_timeout", "tick")}
+                                          "agent_frame_rate", "reply_rate", "request_timeout", "tick",
+                                          "reconnect", "dump_latencies", "max_recovery")}
     cfg.update(base_url=args.base_url, ws_base=ws_base, run_id=secrets.token_hex(3),
                pad=" " + "x" * args.pad if args.pad else "")
     result: dict = {"bench": "chat", "customers": args.customers, "agents": args.agents, "rate": args.rate,
@@ -1031,7 +1174,7 @@ def main(argv: list[str] | None = None) -> int:
     if z:
         # top-level fields: the zaima run
         for k in ("connections_held", "agents_held", "messages_sent", "messages_delivered", "messages_per_s",
-                  "latency_ms", "lost", "unacked", "duplicated", "errors", "unexpected_closes", "setup_s",
+                  "latency_ms", "lost", "unacked", "duplicated", "errors", "unexpected_closes", "reconnects", "setup_s",
                   "client_cpu_s", "server_cpu_s", "server_cpu_ms_per_msg", "server_cores_busy"):
             result[k] = z[k]
         result["targets"] = {
@@ -1046,6 +1189,8 @@ def main(argv: list[str] | None = None) -> int:
         result["latency_ratio_vs_echo"] = {
             q: (round(z["latency_ms"][q] / e["latency_ms"][q], 1) if e["latency_ms"][q] else None)
             for q in ("p50", "p99", "max")}
+        if z["server_cpu_ms_per_msg"] and e["server_cpu_ms_per_msg"]:
+            result["server_cpu_ratio_vs_echo"] = round(z["server_cpu_ms_per_msg"] / e["server_cpu_ms_per_msg"], 1)
     else:
         result["ratio_vs_echo"] = None
     echo_brief = None
@@ -1083,6 +1228,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds of load")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring")
     p.add_argument("--grace", type=float, default=10.0, help="seconds to wait for stragglers after the load")
+    p.add_argument("--max-recovery", type=float, default=180.0,
+                   help="extra seconds the grace period may wait while sockets reconnect and re-subscribe")
     p.add_argument("--reply-rate", type=float, default=0.0,
                    help="agent replies per second in total (0 = agents only listen)")
     p.add_argument("--agent-user", default="agent", help="console login (the demo's by default)")
@@ -1093,11 +1240,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--setup-concurrency", type=int, default=50, help="sessions/sockets set up at a time")
     p.add_argument("--client-procs", type=int, default=1, help="client processes to spread the sockets over")
     p.add_argument("--pad", type=int, default=0, help="extra characters per message text")
+    p.add_argument("--no-reconnect", dest="reconnect", action="store_false",
+                   help="do not follow the document's reconnect rule after a server-side close")
     p.add_argument("--no-echo", action="store_true", help="skip the bare websockets echo reference")
     p.add_argument("--echo-only", action="store_true", help="run only the echo reference")
     p.add_argument("--server-pid", type=int, action="append", default=[],
                    help="server process(es) whose CPU to report (default: whoever listens on the port)")
     p.add_argument("--request-timeout", type=float, default=30.0, help="seconds per HTTP request / socket setup")
+    p.add_argument("--dump-latencies", metavar="PREFIX", default=None,
+                   help="write every message's send time and latencies to PREFIX.<run><proc>.csv")
     p.add_argument("--tick", type=float, default=0.002, help="send scheduler tick in seconds")
     args = p.parse_args(argv)
     args.base_url = loopback_only(args.base_url)

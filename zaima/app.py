@@ -40,6 +40,13 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
         if migrate:
             await upgrade(ctx.engine)
         await ctx.start()
+        if settings.bot_enabled:
+            from zaima.bot import knowledge
+            from zaima.bot.nlu import get_model
+
+            # Load the language model and jieba's dictionary now, not on the first customer's message.
+            await asyncio.to_thread(knowledge.warm_up)
+            await asyncio.to_thread(get_model)
         stop = asyncio.Event()
         worker = asyncio.create_task(jobs.worker_loop(ctx, stop)) if settings.worker_enabled else None
         try:
@@ -89,6 +96,9 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
 
     app.include_router(api.router)
     app.include_router(admin_api.router)
+    from zaima.bot import admin_api as bot_admin_api
+
+    app.include_router(bot_admin_api.router)
     app.include_router(chat.router)
     app.include_router(agent_socket.router)
     app.include_router(console.router)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 
@@ -138,7 +139,9 @@ def _installed(module: str) -> bool:
 
 def _uvicorn_options(settings: Settings) -> dict:
     # uvloop and httptools come with uvicorn[standard]; the pure-Python ones are the fallback.
-    return dict(host=settings.host, port=settings.port, log_level="warning", access_log=False,
+    # ws_max_size: a WebSocket frame over 1 MB closes the socket (1009); smaller oversized frames get
+    # an error frame from the app (docs/realtime.md).
+    return dict(host=settings.host, port=settings.port, log_level="warning", access_log=False, ws_max_size=1 << 20,
                 loop="uvloop" if _installed("uvloop") else "asyncio",
                 http="httptools" if _installed("httptools") else "h11")
 
@@ -214,6 +217,42 @@ def demo(serve_after: bool = typer.Option(True, "--serve/--no-serve"), workers: 
     sys.stdout.flush()
     if serve_after:
         _serve(settings, workers)
+
+
+from zaima.bot.kb_cli import kb_app  # noqa: E402 - the sub-commands sit next to their implementation
+
+app.add_typer(kb_app, name="kb")
+bot_app = typer.Typer(help="客服机器人 / the support bot", no_args_is_help=True)
+app.add_typer(bot_app, name="bot")
+
+
+@bot_app.command("eval")
+def bot_eval(file: Path = typer.Argument(..., help="case file, JSON Lines (docs: bot-policy-and-eval)"),
+             as_json: bool = typer.Option(False, "--json", help="print one JSON object")):
+    """Run a case file through the real bot and report intent and outcome accuracy and safety."""
+    from zaima.bot.evaluate import CaseFileError, evaluate, load_cases
+    from zaima.logging import configure_logging
+
+    configure_logging("WARNING", False)
+    try:
+        cases = load_cases(file)
+    except CaseFileError as exc:
+        console.print(f"[red]用例文件有误 / malformed case file[/red] {file}:{exc.line}: {exc.reason}")
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        console.print(f"[red]无法读取 / cannot read[/red] {file}: {exc}")
+        raise typer.Exit(2) from None
+    report = asyncio.run(evaluate(cases))
+    if as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+        return
+    for result in report.results:
+        mark = "[green]✓[/green]" if result.passed else "[red]✗[/red]"
+        console.print(f"{mark} {result.id}: intent {result.intent} (expected {result.expected_intent}), "
+                      f"outcome {result.outcome} (expected {result.expected_outcome})"
+                      + (f" [red]{'; '.join(result.violations)}[/red]" if result.violations else ""))
+    console.print(f"\ncases {len(report.results)} · intent accuracy {report.intent_accuracy:.3f} · "
+                  f"outcome accuracy {report.outcome_accuracy:.3f} · safety violations {report.safety_violations}")
 
 
 if __name__ == "__main__":

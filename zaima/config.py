@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     order_context_minutes: int = 120  # lifetime of the signed order context the order page hands out
     attachment_max_bytes: int = 5 * 1024 * 1024
     message_max_chars: int = 4000
+    # The bot answers conversations nobody has taken yet (status "bot").
+    bot_enabled: bool = True
 
     lookup_rate_per_ip: int = Field(default=10, description="order lookups per IP per 10 minutes")
     lookup_rate_per_order: int = Field(default=5, description="failed lookups per order per 10 minutes")

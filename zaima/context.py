@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from zaima.config import Settings
@@ -35,11 +36,29 @@ class AppContext:
     def wake_worker(self) -> None:
         self.worker_wakeup.set()
 
+    tasks: set = field(default_factory=set)
+
+    def spawn(self, coro, name: str) -> asyncio.Task:
+        """Run `coro` in the background (e.g. the bot's answer after the customer's message is acked);
+        kept referenced until done, and failures are logged rather than lost."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            structlog.get_logger("zaima").error("background_task_failed", task=task.get_name(),
+                                                error=repr(task.exception()))
+
     async def start(self) -> None:
         """Connect what needs connecting (the realtime hub); idempotent."""
         await self.hub.start()
 
     async def close(self) -> None:
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=5)
         await self.hub.close()
         await self.engine.dispose()
 

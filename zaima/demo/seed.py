@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from zaima.bot.demo_kb import seed_kb
 from zaima.config import Settings
 from zaima.context import AppContext, build_context
 from zaima.core.audit import Actor
@@ -185,6 +186,8 @@ async def seed_demo(settings: Settings) -> dict:
     try:
         await upgrade(ctx.engine)
         await _ensure_catalog(ctx)
+        async with unit_of_work(ctx.sessions) as session:
+            await seed_kb(session, ctx.clock, base_url=settings.base_url)
         async with unit_of_work(ctx.sessions) as session:
             mark = await session.get(StoreSetting, DEMO_MARK)
             seeded = dict(mark.value) if mark else None

@@ -1,5 +1,6 @@
 """All ORM tables. Importing this package registers every table on Base.metadata."""
 
+from zaima.models.bot import BotAction, BotState, KbArticle, OfficialContact
 from zaima.models.catalog import Product, StoreSetting
 from zaima.models.conversations import Attachment, CannedResponse, Conversation, Customer, Message
 from zaima.models.demo import DemoGatewayTrade, DemoSupplierOrder
@@ -18,6 +19,8 @@ from zaima.models.stock import CardKey, ImportBatch
 
 __all__ = [
     "Attachment",
+    "BotAction",
+    "BotState",
     "CannedResponse",
     "CardKey",
     "Conversation",
@@ -27,7 +30,9 @@ __all__ = [
     "DemoSupplierOrder",
     "ImportBatch",
     "Job",
+    "KbArticle",
     "Message",
+    "OfficialContact",
     "Order",
     "OrderEvent",
     "Payment",

@@ -32,6 +32,10 @@ EVENT_TEXT: dict[str, tuple[str, str]] = {
     "refund_failed": ("退款接口失败，转人工处理", "Gateway refund failed; handed to staff"),
     "key_quarantined": ("卡密已标记为异常", "Card key quarantined"),
     "keys_revealed": ("卡密被查看", "Card keys revealed"),
+    "key_replaced": ("已补发新卡密，原卡密作废", "Replacement key delivered; the old one is void"),
+    "codes_resent": ("已在会话中重新提供卡密", "Keys shown again in the conversation"),
+    "handoff": ("已转人工客服处理", "Handed to a person"),
+    "payment_checked": ("已向支付平台查询付款状态", "Payment status checked with the gateway"),
     "extra_payment": ("收到重复付款，待人工退款", "A second payment arrived; staff will refund it"),
     "late_payment": ("订单关闭后收到付款", "Payment received after the order expired"),
 }

@@ -9,13 +9,14 @@ from fastapi import APIRouter, Depends, File, Form, Header, Request, UploadFile,
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from zaima.bot import engine as bot_engine
 from zaima.context import AppContext
 from zaima.conversations import attachments, conversations, identity, messages
 from zaima.conversations import events as ev
 from zaima.conversations.senders import Sender
 from zaima.core.errors import DomainError, NotFound
 from zaima.db import unit_of_work
-from zaima.models import Attachment, Conversation, Customer
+from zaima.models import Attachment, Conversation, Customer, Order
 from zaima.realtime.publish import agents_online, publish_after_commit
 from zaima.web.deps import get_ctx
 from zaima.web.socket_base import (
@@ -152,6 +153,12 @@ class CustomerSocket:
     def __init__(self, ctx: AppContext, socket: Socket, customer: Customer, conversation: Conversation):
         self.ctx, self.socket, self.customer, self.conversation = ctx, socket, customer, conversation
         self.sender = Sender.customer(customer)
+        self.subscription = None
+
+    def switch_to(self, conversation: Conversation) -> None:
+        self.subscription.remove(ev.public_topic(self.conversation.id))
+        self.subscription.add(ev.public_topic(conversation.id))
+        self.conversation = conversation
 
     async def ready_frame(self) -> dict:
         async with unit_of_work(self.ctx.sessions) as session:
@@ -204,14 +211,28 @@ class CustomerSocket:
 
         async def post(session):
             conversation = await session.get(Conversation, self.conversation.id)
+            events = []
+            if conversation.status == "closed":
+                # A closed ticket stays closed: writing again starts a new conversation (same order).
+                order = await session.get(Order, conversation.order_id) if conversation.order_id else None
+                customer = await session.get(Customer, self.customer.id)
+                opened = await conversations.open_conversation(session, self.ctx.clock, customer, order)
+                conversation, events = opened.conversation, opened.events
             posted = await messages.post_message(session, self.ctx.clock, self.ctx.settings, conversation, self.sender,
                                                  text, client_msg_id=msg_id)
-            publish_after_commit(session, self.ctx.hub, posted.events)
-            return posted
+            publish_after_commit(session, self.ctx.hub, events + posted.events)
+            return conversation, posted, await conversations.order_no_of(session, conversation)
 
-        posted = await self.ctx.transact(post)
+        conversation, posted, order_no = await self.ctx.transact(post)
+        if conversation.id != self.conversation.id:
+            self.switch_to(conversation)
+            await self.socket.send({"type": "conversation", "conversation_id": conversation.id,
+                                    "conversation": conversation_payload(conversation, order_no)})
         await self.socket.send({"type": "ack", "client_msg_id": msg_id, "seq": posted.message.seq,
                                 "duplicate": posted.duplicate, "message": ev.message_public_view(posted.message)})
+        if not posted.duplicate and self.ctx.settings.bot_enabled:
+            # After the ack: the customer's message is safe whatever the bot does.
+            self.ctx.spawn(bot_engine.respond(self.ctx, self.conversation.id, posted.message.body), "bot-turn")
 
     async def transform(self, event: dict) -> dict | None:
         if event.get("type") == "presence":
@@ -257,6 +278,7 @@ async def customer_socket(ws: WebSocket):
     handler = CustomerSocket(ctx, socket, customer, conversation)
     await ctx.hub.start()
     subscription = ctx.hub.subscribe([ev.public_topic(conversation.id), "presence"])
+    handler.subscription = subscription
     try:
         # Subscribed before reading the database: nothing published in between is missed (the client
         # de-duplicates by seq what arrives both ways).

@@ -330,7 +330,11 @@
       case "read":
         if (f.reader === "agent" && f.seq > state.agentReadSeq) { state.agentReadSeq = f.seq; renderAll(); }
         break;
-      case "conversation": state.conversation = f.conversation; renderHeader(); break;
+      case "conversation":
+        if (state.conversation && f.conversation.id !== state.conversation.id) {  // the old ticket was closed
+          state.messages = {}; state.lastSeq = 0; state.readSent = 0; state.agentReadSeq = 0;
+        }
+        state.conversation = f.conversation; renderHeader(); renderAll(); break;
       case "presence": state.agentsOnline = f.agents_online; renderHeader(); break;
       case "error":
         if (f.ref && state.outbox[f.ref]) { state.outbox[f.ref].failed = true; renderAll(); }
