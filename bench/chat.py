@@ -253,7 +253,7 @@ class Rec:
 
 class Sock:
     __slots__ = ("idx", "ws", "conv", "token", "last_seq", "agent", "open", "seen", "seen_ids", "gen", "pong",
-                 "queue", "subs", "subs_set", "last_by_conv", "tasks", "unacked")
+                 "queue", "subs", "subs_set", "last_by_conv", "tasks", "unacked", "resub", "last_rl")
 
     def __init__(self, idx: int):
         self.idx = idx
@@ -273,6 +273,8 @@ class Sock:
         self.last_by_conv: dict = {}   # agents: highest seq received per conversation
         self.tasks: list = []
         self.unacked: dict = {}        # customers: client_msg_id -> frame, resent after a reconnect
+        self.resub = False             # agents: a frame was rate_limited, so re-send every subscribe
+        self.last_rl = 0.0             # agents: when the last rate_limited error arrived
 
 
 class Shard:
@@ -461,6 +463,10 @@ class Shard:
                     a.pong = True
                 elif kind == "error":
                     self.on_error_frame("agent", d)
+                    if d.get("code") == "rate_limited":
+                        # The error names no frame (no `ref`): any subscribe may have been dropped.
+                        a.resub = True
+                        a.last_rl = now
         except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
             self.error(f"agent socket {a.idx}: {exc.__class__.__name__}: {exc}")
         finally:
@@ -640,6 +646,21 @@ class Shard:
         a.queue = asyncio.Queue()
         a.tasks.append(asyncio.create_task(self.agent_reader(a)))
         a.tasks.append(asyncio.create_task(self.agent_sender(a)))
+        a.tasks.append(asyncio.create_task(self.resubscriber(a)))
+
+    async def resubscriber(self, a: Sock) -> None:
+        """After `rate_limited` errors stop (2 s quiet) and the paced queue is empty, subscribe again to
+        every conversation from the highest seq received: re-subscribing is harmless, a dropped one is not."""
+        while True:
+            await asyncio.sleep(0.5)
+            if not (a.resub and a.open and a.queue.empty() and time.monotonic() - a.last_rl > 2.0):
+                continue
+            a.resub = False
+            a.gen += 1  # a catch-up that overlaps live frames is a redelivery, not a duplicate
+            self.c["agent_resubscribe_all"] += 1
+            for conv in a.subs:
+                a.queue.put_nowait(json.dumps({"type": "subscribe", "conversation_id": conv,
+                                               "last_seq": a.last_by_conv.get(conv, 0)}))
 
     async def agent_sender(self, a: Sock) -> None:
         """Paced writer: at most --agent-frame-rate frames per second, as the document's limit asks."""
@@ -719,12 +740,25 @@ class Shard:
         self.customers.sort(key=lambda s: s.idx)
         customers_s = time.monotonic() - t0
         # the agents' paced subscribe frames may still be queued; wait for them to drain
-        while any(a.open and not a.queue.empty() for a in self.agents):
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)  # let the server take the last subscribes in
+        for _ in range(10):
+            while any(a.open and (not a.queue.empty() or a.resub) for a in self.agents):
+                await asyncio.sleep(0.1)
+            # frames are handled in order: once a ping's pong is back, every subscribe before it was
+            # processed and any error for it has arrived
+            for a in self.agents:
+                a.pong = False
+                a.queue.put_nowait(PING)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not all(a.pong or not a.open for a in self.agents):
+                await asyncio.sleep(0.05)
+            if not any(a.resub for a in self.agents):
+                break
         progress.cancel()
         self.pinger_task = pinger
+        self.setup_errors = sum(self.error_codes.values())
         return {"setup_s": round(time.monotonic() - t0, 2), "customers_setup_s": round(customers_s, 2),
+                "error_frames_during_setup": self.setup_errors,
+                "agent_resubscribe_all_during_setup": self.c["agent_resubscribe_all"],
                 "setup_cpu_s": round(time.process_time() - cpu0, 2),
                 "customers_connected": len(self.customers), "agents_connected": len(self.agents),
                 "subscriptions": sum(len(a.subs) for a in self.agents)}
@@ -818,7 +852,8 @@ class Shard:
 
     def recovering(self) -> bool:
         """A socket is reconnecting, or an agent is still re-sending its paced subscribes."""
-        return any(not t.done() for t in self.reconnects) or any(a.queue.qsize() > 1 for a in self.agents)
+        return any(not t.done() for t in self.reconnects) or any(a.queue.qsize() > 1 or a.resub
+                                                                 for a in self.agents)
 
     async def drain(self) -> float:
         """Wait for every sent message to be acked and delivered: up to --grace seconds, not counting
@@ -1050,6 +1085,7 @@ def merge(cfg: dict, mode: str, setup: dict, results: list[dict], sampler: CpuSa
         "unexpected_closes": c["unexpected_closes"],
         "reconnects": {"customer": c["reconnects_customer"], "agent": c["reconnects_agent"],
                        "redelivered_after_reconnect": c["redelivered_after_reconnect"],
+                       "agent_resubscribe_all": c["agent_resubscribe_all"],
                        "failed_attempts": c["reconnect_attempts_failed_customer"]
                        + c["reconnect_attempts_failed_agent"], "resent": c["resent"],
                        "skipped_while_closed": c["skipped_closed"]},
@@ -1120,6 +1156,10 @@ def summary_lines(res: dict, cfg: dict) -> list[str]:
             lines.append(f"  zaima: ack latency p50 {d['ack_latency_ms']['p50']:.1f} / p99 "
                          f"{d['ack_latency_ms']['p99']:.1f} ms; session POST p50 "
                          f"{(d['session_ms'] or {}).get('p50', 0):.1f} / p99 {(d['session_ms'] or {}).get('p99', 0):.1f} ms")
+        st = d["setup"]
+        if st.get("error_frames_during_setup"):
+            lines.append(f"  zaima: setup got {st['error_frames_during_setup']} error frames "
+                         f"({st['agent_resubscribe_all_during_setup']} agent re-subscribe rounds before the load)")
         if d["error_codes"] or d["close_codes"]:
             lines.append(f"  zaima: error frames {d['error_codes']}, unexpected closes {d['close_codes']}, "
                          f"reconnects {z['reconnects']}")
@@ -1208,7 +1248,7 @@ def main(argv: list[str] | None = None) -> int:
     result.pop("echo", None)
     result["echo"] = echo_brief
     if z:
-        result["details"] = {k: z["details"][k] for k in ("ack_latency_ms", "own_echo_latency_ms", "session_ms",
+        result["details"] = {k: z["details"][k] for k in ("setup", "ack_latency_ms", "own_echo_latency_ms", "session_ms",
                                                           "connect_auth_ms", "error_codes", "close_codes",
                                                           "acked_without_own_echo", "scheduler_lag_max_ms",
                                                           "lost_in_database")}

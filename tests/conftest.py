@@ -132,6 +132,7 @@ def make_settings(db_url: str, tmp_path: Path, port: int | None = None, **overri
         demo_gateway=True,
         demo_supplier=True,
         worker_enabled=False,
+        bot_enabled=False,  # transport and store tests speak to people only; tests/bot turn the bot on
     )
     values.update(overrides)
     return Settings(**values)

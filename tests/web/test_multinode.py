@@ -136,6 +136,7 @@ async def cluster(redis_url, shared_database, tmp_path: Path):
         "ZAIMA_CARD_KEY_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "ZAIMA_VAR_DIR": str(tmp_path / "var"),
         "ZAIMA_WORKER_ENABLED": "false",
+        "ZAIMA_BOT_ENABLED": "false",  # the transcript holds exactly the customer's and the agent's messages
         "ZAIMA_LOG_LEVEL": "INFO",
     }
     nodes = [Node(name, _free_port(), shared, tmp_path / f"node-{name}") for name in ("A", "B")]

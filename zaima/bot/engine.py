@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.bot import replies as say
 from zaima.bot.contacts import check as check_contact
-from zaima.bot.facts import OrderFacts, order_facts
+from zaima.bot.facts import OrderFacts, order_facts, trade_no_of
 from zaima.bot.knowledge import answer as kb_answer
 from zaima.bot.nlu import get_model
 from zaima.bot.slots import extract_slots
@@ -34,7 +34,7 @@ from zaima.conversations.senders import Sender
 from zaima.core.audit import Actor
 from zaima.core.errors import DomainError
 from zaima.core.signing import order_access_token
-from zaima.models import BotAction, BotState, CardKey, Conversation, Order
+from zaima.models import BotAction, BotState, CardKey, Conversation, Order, Product
 from zaima.realtime.publish import publish_after_commit
 from zaima.store import aftersales, delivery, orders, payments, refunds, stock, suppliers, timeline
 from zaima.store.views import mask
@@ -307,15 +307,18 @@ class Turn:
             if self.data["misses"] >= 2:
                 self.reply(say.OTHER_TWICE, "answered")
                 return
-        facts = await self._load_facts()
+        product = None
+        if self.prepared.order_id is not None and intent in ("usage_howto", "policy_question", "other"):
+            order = await self.session.get(Order, self.prepared.order_id)
+            product = await self.session.get(Product, order.product_id)
         hit = None
-        if intent in ("usage_howto", "policy_question", "other", "greeting", "thanks"):
+        if intent in ("usage_howto", "policy_question", "other"):
             hit = await kb_answer(self.session, self.prepared.text, intent=intent,
-                                  product_sku=facts.product.sku if facts else None)
-        if hit is not None and intent in ("usage_howto", "policy_question", "other"):
+                                  product_sku=product.sku if product else None)
+        if hit is not None:
             self.reply(hit.answer, "answered")
-        elif intent == "usage_howto" and facts is not None and facts.product.usage_instructions:
-            self.reply(f"{facts.product.name} 的使用方法：\n{facts.product.usage_instructions}", "answered")
+        elif intent == "usage_howto" and product is not None and product.usage_instructions:
+            self.reply(f"{product.name} 的使用方法：\n{product.usage_instructions}", "answered")
         elif intent == "greeting":
             self.reply(say.GREETING, "answered")
         elif intent == "thanks":
@@ -497,7 +500,8 @@ class Turn:
         if self.recovered or facts.status not in ("pending_payment", "expired", "delivered"):
             await self.not_received(facts)
         elif facts.status == "delivered":
-            self.reply(f"{say.order_line(facts)}付款已收到（交易号 {facts.trade_no or '—'}），"
+            trade_no = await trade_no_of(self.session, facts.order)
+            self.reply(f"{say.order_line(facts)}付款已收到（交易号 {trade_no or '—'}），"
                        f"并已于 {say.bj(facts.delivered_at)} 发货。如被重复扣款，请回复「转人工」核实退回。",
                        "status_explained")
         else:

@@ -42,7 +42,6 @@ class OrderFacts:
     stock_available: int
     refunded_at: datetime | None
     recharge: RechargeFacts | None
-    trade_no: str | None
 
     @property
     def kind(self) -> str:
@@ -59,8 +58,8 @@ class OrderFacts:
 
 async def order_facts(session: AsyncSession, order: Order, now: datetime) -> OrderFacts:
     product = await session.get(Product, order.product_id)
-    refunds = await refunds_of(session, order.id)
-    payment = await payment_of(session, order)
+    # Only what the order's state can need: a turn's latency is mostly these lookups.
+    refunds = await refunds_of(session, order.id) if order.refunded_fen else []
     recharge = None
     if product.kind == "recharge":
         so = await session.scalar(select(SupplierOrder).where(SupplierOrder.order_id == order.id)
@@ -77,9 +76,14 @@ async def order_facts(session: AsyncSession, order: Order, now: datetime) -> Ord
         delivered_at=order.delivered_at,
         minutes_since_payment=(now - order.paid_at).total_seconds() / 60 if order.paid_at else None,
         hours_since_delivery=(now - order.delivered_at).total_seconds() / 3600 if order.delivered_at else None,
-        times_replaced=await aftersales.times_replaced(session, order.id),
-        stock_available=await stock.available_count(session, order.product_id) if product.is_stocked else 0,
+        times_replaced=await aftersales.times_replaced(session, order.id) if order.status == "delivered" else 0,
+        stock_available=(await stock.available_count(session, order.product_id)
+                         if product.is_stocked and order.status in ("awaiting_stock", "paid") else 0),
         refunded_at=refunds[-1].created_at if refunds else None,
         recharge=recharge,
-        trade_no=payment.trade_no if payment else None,
     )
+
+
+async def trade_no_of(session: AsyncSession, order: Order) -> str | None:
+    payment = await payment_of(session, order)
+    return payment.trade_no if payment else None

@@ -65,7 +65,8 @@ DOMAIN_WORDS = (
 
 # Placeholders for ids and numbers (applied to normalized, lower-case text).
 _PLACEHOLDERS = re.compile(
-    r"(?P<url>(?:https?://|www\.)[^\s\u3000-\u303f\u3400-\u9fff\uff00-\uffef]+"
+    r"(?P<keep>(?<![0-9])(?:12315|315)(?![0-9]))"  # the consumer-complaint hotline is a word, not a number
+    r"|(?P<url>(?:https?://|www\.)[^\s\u3000-\u303f\u3400-\u9fff\uff00-\uffef]+"
     r"|(?<![a-z0-9._@-])(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+(?:com|net|org|cn|top|xyz|cc|vip|shop|site|club|"
     r"info|io|me|co|app|link|online|fun|ltd|icu|wang|ink|tk|live|pro|biz|cloud)(?![a-z0-9])(?:/[\x21-\x7e]*)?)"
     r"|(?P<email>[a-z0-9][a-z0-9._%+-]*@[a-z0-9-]+(?:\.[a-z0-9-]+)+)"
@@ -81,11 +82,15 @@ _MARK = {"url": "Ⓤ", "email": "Ⓔ", "order": "Ⓞ", "phone": "Ⓟ", "id": "�
 _CJK_SPACE = re.compile(r"(?<=[\u3400-\u9fff]) (?=[\u3400-\u9fff])")
 
 
+def _placeholder(m: re.Match[str]) -> str:
+    return m.group(0) if m.lastgroup == "keep" else _MARK[m.lastgroup]
+
+
 def model_text(normalized: str) -> str:
     """What the features are computed from: placeholders for ids and numbers, no spaces between hanzi."""
     if len(normalized) > HEAD_CHARS + TAIL_CHARS:
         normalized = f"{normalized[:HEAD_CHARS]} {normalized[-TAIL_CHARS:]}"
-    text = _PLACEHOLDERS.sub(lambda m: _MARK[m.lastgroup], normalized)
+    text = _PLACEHOLDERS.sub(_placeholder, normalized)
     return _CJK_SPACE.sub("", text)
 
 
@@ -159,7 +164,7 @@ _HUMAN_ONLY = frozenset({
 # "is this (contact) yours / official / your customer service?"
 _IS_IT_YOURS = re.compile(
     r"(是不是|是否是?|是)(你们|你家|贵店|本店|贵司|贵平台|官方|正规|真的|这家店)(家|的|店|平台)?"
-    r"(官方|正规)?(的)?(客服|人|号|账号|网站|网址|链接|店|微信|qq|电话|邮箱|联系方式|吗|么|嘛|呢|\?)"
+    r"(官方|正规)?(的)?(客服|人|号|账号|网站|网址|链接|店|微信|qq|电话|邮箱|联系方式|吗|么|嘛|呢|\?|$)"
 )
 
 
@@ -213,6 +218,8 @@ class IntentModel:
             model.cache_path = path
         except OSError as exc:
             log.warning("intent model cache dir %s not writable (%s); model kept in memory only", directory, exc)
+        else:
+            _prune(directory, keep=path)
         return model
 
     @classmethod
@@ -353,6 +360,21 @@ def _rule(normalized: str, raw: str) -> tuple[str, str] | None:
     if _IS_IT_YOURS.search(normalized) and extract_slots(raw).contacts():
         return "contact_verify", "rule"
     return None
+
+
+STALE_CACHE_SECONDS = 3600
+
+
+def _prune(directory: Path, keep: Path) -> None:
+    """Drop models of other training files or code versions untouched for an hour (a running process
+    has its model in memory already; a restarted one of an old version just retrains)."""
+    cutoff = time.time() - STALE_CACHE_SECONDS
+    for other in directory.glob("intents-*.npz"):
+        try:
+            if other != keep and other.stat().st_mtime < cutoff:
+                other.unlink()
+        except OSError:
+            pass
 
 
 def _fit_block(docs: list[list[str]]) -> tuple[dict[str, int], np.ndarray]:

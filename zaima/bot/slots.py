@@ -34,7 +34,7 @@ _TLDS = (
 )
 # Characters that may continue a URL: ASCII only, so a URL typed right before Chinese text stops there.
 _URL_TAIL = r"[A-Za-z0-9\-._~:/?#@!$&*+,;=%]"
-_URL_SCHEME = re.compile(rf"(?i)\b(?:https?|ftp)://[A-Za-z0-9\-._~%]+(?::\d+)?(?:/{_URL_TAIL}*)?")
+_URL_SCHEME = re.compile(rf"(?i)(?<![A-Za-z0-9])(?:https?|ftp)://[A-Za-z0-9\-._~%]+(?::\d+)?(?:/{_URL_TAIL}*)?")
 _EMAIL = re.compile(r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9][A-Za-z0-9._%+\-]*@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
 _URL_BARE = re.compile(
     rf"(?i)(?<![A-Za-z0-9\-_.@/])(?:[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?\.)+(?:{_TLDS})(?![A-Za-z0-9\-_])"
@@ -54,27 +54,28 @@ _WXID = re.compile(r"(?<![A-Za-z0-9_\-])(wxid_[A-Za-z0-9]{4,30})(?![A-Za-z0-9_\-
 _ORDER = re.compile(
     r"(?<![A-Za-z0-9_\-])([A-Za-z0-9]{4}([\-\s]?)[A-Za-z0-9]{4}([\-\s]?)[A-Za-z0-9]{4})(?![A-Za-z0-9_\-])"
 )
-_DIGIT_GROUP_BEFORE = re.compile(r"\d[\s\-]$")
-_DIGIT_GROUP_AFTER = re.compile(r"^[\s\-]\d")
+_DIGIT_GROUP_BEFORE = re.compile(r"(?a)\d[\s\-]$")
+_DIGIT_GROUP_AFTER = re.compile(r"(?a)^[\s\-]\d")
 _CANONICAL_LETTERS = re.compile(r"^[ABCDEFGHJKMNPQRSTVWXYZ]+$")
 
 # QQ: a keyword, an optional 号/号码/群 and separator, then 5-11 digits.
 _QQ = re.compile(
-    r"(?i)(?:(?<![A-Za-z])qq|扣扣|企鹅|(?<![A-Za-z])q(?=\s*(?:号|[:=]|\s*\d)))"
+    r"(?ai)(?:(?<![A-Za-z])qq|扣扣|企鹅|(?<![A-Za-z])q(?=\s*(?:号|[:=]|\s*\d)))"
     r"\s*(?:号码|号|群号?|账号|帐号)?\s*(?:是|为|[:=])?\s*"
     r"([1-9]\d{4,10})(?!\d)"
 )
 
 # Mainland mobiles: 1[3-9] and 9 more digits, separators allowed, optional +86 / 0086 / 86.
-_PHONE = re.compile(r"(?<![0-9A-Za-z])(?:(?:\+|00)?86[\s\-]?)?(1[3-9]\d(?:[\s\-]?\d){8})(?!\d)")
+_PHONE = re.compile(r"(?a)(?<![0-9A-Za-z])(?:(?:\+|00)?86[\s\-]?)?(1[3-9]\d(?:[\s\-]?\d){8})(?!\d)")
 
+# ASCII digits only ((?a)): NFKC already turned full-width digits into ASCII ones.
 # Amounts: ¥30 / RMB 30 / 30元 / 30块(钱) / 30.5rmb; Chinese numerals before 元/块 (三十块, 一百五十元).
 _NUM = r"\d{1,9}(?:\.\d{1,2})?"
 _AMOUNT = re.compile(
-    rf"(?i)(?:¥|rmb|cny|人民币)\s*({_NUM})(?![\d.])"
+    rf"(?ai)(?:¥|rmb|cny|人民币)\s*({_NUM})(?![\d.])"
     rf"|(?<![\d.])({_NUM})\s*(?:元|块|圆|rmb|cny|yuan)"
     # a bare number right after a money verb: 付了30.5 / 扣款 12 / 金额:9.90
-    rf"|(?:付了|付款|支付了?|扣了|扣款|扣费|花了|金额|价格|价钱|退了|多付了?|少付了?|转了)\s*[:是为]?\s*"
+    rf"|(?:付了|付款|支付了?|扣了|扣款|扣费|花了|金额|价格|价钱|退了|多付了?|少付了?|转了)我?\s*[:是为]?\s*"
     rf"({_NUM})(?![\d.])"
 )
 _CN_AMOUNT = re.compile(r"([零一二两三四五六七八九十百千万]+)\s*(?:元|块)")

@@ -337,10 +337,13 @@ async def list_inbox(session: AsyncSession, *, view: str = "all", staff_id: int 
             for conversation, customer, order_no in rows]
 
 
-async def inbox_item(session: AsyncSession, conversation: Conversation) -> InboxItem:
-    """The inbox row of one conversation (for an 'inbox' event after it changed)."""
+async def inbox_item(session: AsyncSession, conversation: Conversation,
+                     last_message: Message | None = None) -> InboxItem:
+    """The inbox row of one conversation (for an 'inbox' event after it changed). Pass the public
+    message just posted as `last_message` to save looking it up."""
     customer = await session.get(Customer, conversation.customer_id)
-    last = await _last_public_messages(session, [conversation.id])
+    if last_message is None:
+        last_message = (await _last_public_messages(session, [conversation.id])).get(conversation.id)
     unread = await _unread_counts(session, [conversation.id])
-    return InboxItem(conversation, customer, await order_no_of(session, conversation), last.get(conversation.id),
+    return InboxItem(conversation, customer, await order_no_of(session, conversation), last_message,
                      unread.get(conversation.id, 0))

@@ -8,10 +8,11 @@ posters never get the same number, and a rolled-back post gives its number back,
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, literal, null, select, update
+from sqlalchemy import bindparam, case, func, literal, null, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -57,30 +58,34 @@ async def _stored(session: AsyncSession, conversation_id: int, client_msg_id: st
                                                       Message.client_msg_id == client_msg_id))
 
 
-def _next_seq_statement(conversation: Conversation, sender: Sender, internal: bool, now):
+@functools.cache
+def _next_seq_statement(sender_kind: str, internal: bool):
+    """The sequence UPDATE for one kind of writer, built once: parameters :conversation_id and :now."""
     table = Conversation.__table__
     c = table.c
+    now = bindparam("now", type_=UTCDateTime())
     values = {"last_seq": c.last_seq + 1, "updated_at": now, "version": c.version + 1}
     if not internal:
         values["last_message_at"] = now
-    if sender.kind == "customer":
+    if sender_kind == "customer":
         # The writer has read everything up to their own message.
         values["customer_read_seq"] = c.last_seq + 1
         # SET expressions see the row as it was, so both CASEs test the old status.
         reopen = c.status.in_(REOPENED_BY_CUSTOMER)
         values["status"] = case((reopen, case((c.assignee_id.is_(None), "queued"), else_="open")), else_=c.status)
         values["resolved_at"] = case((reopen, null()), else_=c.resolved_at)
-    elif sender.kind == "agent":
+    elif sender_kind == "agent":
         values["agent_read_seq"] = c.last_seq + 1
         if not internal:
-            values["first_human_reply_at"] = func.coalesce(c.first_human_reply_at, literal(now, UTCDateTime()))
-    return (update(table).where(c.id == conversation.id, c.status != "closed").values(**values)
+            values["first_human_reply_at"] = func.coalesce(c.first_human_reply_at, now)
+    return (update(table).where(c.id == bindparam("conversation_id"), c.status != "closed").values(**values)
             .returning(*(c[name] for name in _SYNCED)))
 
 
 async def _insert(session: AsyncSession, conversation: Conversation, sender: Sender, body: str, internal: bool,
                   client_msg_id: str | None, attachment: Attachment | None, now) -> Message:
-    row = (await session.execute(_next_seq_statement(conversation, sender, internal, now))).one_or_none()
+    statement = _next_seq_statement(sender.kind, internal)
+    row = (await session.execute(statement, {"conversation_id": conversation.id, "now": now})).one_or_none()
     if row is None:
         raise ConversationClosed()  # closed by someone else since it was loaded
     for name, value in zip(_SYNCED, row, strict=True):
@@ -136,7 +141,7 @@ async def post_message(session: AsyncSession, clock, settings, conversation: Con
     if conversation.status != status_before:
         events += await changed_events(session, conversation)  # includes the inbox row
     elif not internal:
-        events.append(ev.inbox_event((await inbox_item(session, conversation)).to_dict()))
+        events.append(ev.inbox_event((await inbox_item(session, conversation, message)).to_dict()))
     return Posted(message, False, events)
 
 

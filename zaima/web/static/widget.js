@@ -117,7 +117,7 @@
 
   function renderHeader() {
     var c = state.conversation;
-    $(".sub").textContent = c ? t("ticket") + " " + c.ticket_no + " · " + (state.agentsOnline > 0 ? t("online") + " " + state.agentsOnline : "") : "";
+    $(".sub").textContent = c ? t("ticket") + " " + c.ticket_no + (state.agentsOnline > 0 ? " · " + t("online") + " " + state.agentsOnline : "") : "";
     $(".fab .dot").classList.toggle("on", state.agentsOnline > 0);
     $(".offline").hidden = !(state.started && state.agentsOnline === 0);
     var ctx = $(".ctx");

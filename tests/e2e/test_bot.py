@@ -1,0 +1,65 @@
+"""The bot end to end in a real browser: a customer whose order is waiting for stock opens the chat
+from the order page, is offered a refund, says 「那退款吧」 and is refunded; an agent sees the bot's
+refund in the order's timeline in the console."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.async_api import expect
+
+from tests.conftest import make_settings
+from tests.e2e.conftest import DESKTOP, PHONE
+from tests.store.helpers import make_order, make_product, notify_params
+from tests.web.chat_helpers import make_agent
+from zaima.core.signing import order_access_token
+from zaima.store import payments
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def settings(db_url, tmp_path):
+    return make_settings(db_url, tmp_path, bot_enabled=True)
+
+
+async def test_bot_refunds_an_order_waiting_for_stock(live_server, ctx, browser, artifacts):
+    product = await make_product(ctx, sku="bot-e2e", price_fen=3000)  # no stock at all
+    order = await make_order(ctx, product, contact="buyer@example.com")
+    assert await payments.handle_notify(ctx, notify_params(order)) == "accepted"
+    await make_agent(ctx, "xiaomei", "xiaomei-pass-2026")
+    base = live_server.url
+
+    customer_ctx = await browser.new_context(viewport=PHONE, locale="zh-CN")
+    customer = await customer_ctx.new_page()
+    token = order_access_token(live_server.settings.secret_key, order.order_no)
+    await customer.goto(f"{base}/orders/{order.order_no}?t={token}")
+    await customer.locator("[data-testid=contact-support]").click()
+    panel = customer.locator("[data-testid=widget-panel]")
+    await panel.locator("[data-testid=widget-input]").fill("付款半天了 卡密呢??")
+    await panel.locator("[data-testid=widget-send]").click()
+    bot = panel.locator("[data-testid=widget-message][data-sender=bot]")
+    await expect(bot.last).to_contain_text("暂时缺货", timeout=15_000)
+    await expect(bot.last).to_contain_text("退款")
+    await panel.locator("[data-testid=widget-input]").fill("那退款吧")
+    await panel.locator("[data-testid=widget-send]").click()
+    await expect(bot.last).to_contain_text("已为您办理退款", timeout=15_000)
+    await expect(bot.last).to_contain_text("¥30.00")
+    await customer.screenshot(path=str(artifacts / "phone-bot.png"))
+
+    agent_ctx = await browser.new_context(viewport=DESKTOP, locale="zh-CN")
+    agent = await agent_ctx.new_page()
+    await agent.goto(base + "/console/login")
+    await agent.get_by_label("用户名").fill("xiaomei")
+    await agent.get_by_label("密码").fill("xiaomei-pass-2026")
+    await agent.get_by_role("button", name="登录").click()
+    await agent.wait_for_url(re.compile("/console$"))
+    await agent.locator("[data-testid=inbox-item]").first.click()
+    await expect(agent.locator("[data-testid=console-messages]")).to_contain_text("已为您办理退款")
+    panel_order = agent.locator("[data-testid=order-panel]")
+    await expect(panel_order.locator("[data-testid=order-status]")).to_have_text("已退款")
+    await expect(panel_order).to_contain_text("已退款 · 机器人")
+    await agent.screenshot(path=str(artifacts / "desktop-console-bot.png"))
+    await customer_ctx.close()
+    await agent_ctx.close()
