@@ -384,7 +384,10 @@ class Shard:
         key = (d.get("conversation_id"), seq)
         g = s.seen.get(key)
         if g is not None:
-            self.c["customer_duplicated" if g == s.gen else "redelivered_after_reconnect"] += 1
+            if g != s.gen:
+                self.c["redelivered_after_reconnect"] += 1
+            else:
+                self.c["customer_duplicated_after_resume" if s.gen else "customer_duplicated"] += 1
             return
         s.seen[key] = s.gen
         rec = self.sent.get(cmid) if cmid else None
@@ -440,7 +443,7 @@ class Shard:
                         elif ours:
                             self.delivered(a, conv, cmid, now)  # counted as duplicated by client_msg_id
                         else:
-                            self.c["duplicated_other"] += 1
+                            self.c["duplicated_other_after_resume" if a.gen else "duplicated_other"] += 1
                         continue
                     a.seen[key] = a.gen
                     if isinstance(seq, int):
@@ -479,7 +482,10 @@ class Shard:
             return
         g = s.seen_ids.get(cmid)
         if g is not None:
-            self.c["duplicated" if g == s.gen else "redelivered_after_reconnect"] += 1
+            if g != s.gen:
+                self.c["redelivered_after_reconnect"] += 1
+            else:
+                self.c["duplicated_after_resume" if s.gen else "duplicated"] += 1
             return
         s.seen_ids[cmid] = s.gen
         if conv != rec.conv:
@@ -1081,6 +1087,8 @@ def merge(cfg: dict, mode: str, setup: dict, results: list[dict], sampler: CpuSa
         "unacked": sum(r["unacked"] for r in results),
         "undelivered": sum(r["undelivered"] for r in results),
         "duplicated": c["duplicated"] + c["duplicated_other"] + c["customer_duplicated"],
+        "duplicated_after_resume": (c["duplicated_after_resume"] + c["duplicated_other_after_resume"]
+                                    + c["customer_duplicated_after_resume"]),
         "errors": errors,
         "unexpected_closes": c["unexpected_closes"],
         "reconnects": {"customer": c["reconnects_customer"], "agent": c["reconnects_agent"],
@@ -1143,7 +1151,9 @@ def summary_lines(res: dict, cfg: dict) -> list[str]:
             f"  {name}: held {r['connections_held']}/{r['customers']}, {r['messages_per_s']:.1f} msg/s delivered, "
             f"latency p50 {lat['p50']:.1f} / p99 {lat['p99']:.1f} / max {lat['max']:.1f} ms, "
             f"sent {r['messages_sent']}, lost {r['lost']}, unacked {r['unacked']}, "
-            f"undelivered {r['undelivered']}, duplicated {r['duplicated']}, errors {r['errors']}, "
+            f"undelivered {r['undelivered']}, duplicated {r['duplicated']}"
+            + (f" (+{r['duplicated_after_resume']} on resumed connections)" if r.get('duplicated_after_resume') else "")
+            + f", errors {r['errors']}, "
             f"setup {r['setup_s']:.1f} s")
         cpu = f"  {name}: client CPU {r['client_cpu_s']:.1f} s ({r['client_cpu_ms_per_msg']:.3f} ms/msg)"
         if r["server_cpu_s"] is not None:
@@ -1214,7 +1224,8 @@ def main(argv: list[str] | None = None) -> int:
     if z:
         # top-level fields: the zaima run
         for k in ("connections_held", "agents_held", "messages_sent", "messages_delivered", "messages_per_s",
-                  "latency_ms", "lost", "unacked", "duplicated", "errors", "unexpected_closes", "reconnects", "setup_s",
+                  "latency_ms", "lost", "unacked", "duplicated", "duplicated_after_resume", "errors",
+                  "unexpected_closes", "reconnects", "setup_s",
                   "client_cpu_s", "server_cpu_s", "server_cpu_ms_per_msg", "server_cores_busy"):
             result[k] = z[k]
         result["targets"] = {
