@@ -281,3 +281,16 @@ async def test_buy_with_a_nonsense_quantity_names_the_product_limits(client, ctx
         response = await client.post("/p/card-1/buy", data={"quantity": quantity, "contact": "buyer@example.com"})
         assert response.status_code == 422, quantity
         assert error_block(response.text, "quantity") in ("购买数量需在 1–5 之间", "请填写正确的购买数量")
+
+
+async def test_policy_page_shows_the_store_settings(client, ctx):
+    from zaima.db import unit_of_work
+    from zaima.store.policy import save_store_after_sales
+
+    r = await client.get("/policy")
+    assert r.status_code == 200 and "24 小时内反馈卡密无效" in r.text and "30 分钟" in r.text
+    async with unit_of_work(ctx.sessions) as session:
+        await save_store_after_sales(session, {"replacement_window_hours": 48, "replaceable": True})
+    r = await client.get("/policy")
+    assert "48 小时内反馈卡密无效" in r.text
+    assert "After-sales policy" in (await client.get("/policy?lang=en")).text

@@ -147,8 +147,11 @@ def loose_contacts(text: str, order_nos: list[str]) -> list[tuple[str, str]]:
     return found
 
 
-def _resolve_intent(intent: str, text: str, data: dict) -> str:
+def _resolve_intent(intent: str, text: str, data: dict, slots=None) -> str:
     """The intent to act on, given what the conversation was waiting for."""
+    details = slots is not None and (slots.order_nos or slots.phones or slots.emails or PASSWORD.search(text))
+    if data.get("pending_intent") and details and intent not in ("human", "complaint"):
+        return data["pending_intent"]  # the verification details we asked for, not a new question
     if intent == "not_received" and EXPLICIT_REFUND.search(text):
         return "refund"  # "没发货，退款！": the customer already chose
     if intent == "other" and data.get("last_intent") in ORDER_INTENTS and not data.get("pending_intent"):
@@ -186,7 +189,7 @@ async def prepare(ctx, conversation_id: int, text: str) -> Prepared | None:
             save_state(state, data, now)
         prepared = Prepared(conversation_id, text, prediction.intent, prediction.confidence, slots, order_id,
                             verified_now, verify_failed)
-        acted = _resolve_intent(prediction.intent, text, data)
+        acted = _resolve_intent(prediction.intent, text, data, slots)
         if order_id is not None and acted in ("not_received", "payment_issue", "order_status"):
             order = await session.get(Order, order_id)
             if order.status in ("pending_payment", "expired") and acted != "order_status":
@@ -270,7 +273,7 @@ class Turn:
     # --- the decision -----------------------------------------------------------------------------
     async def run(self) -> TurnResult:
         p = self.prepared
-        intent = _resolve_intent(p.intent, p.text, self.data)
+        intent = _resolve_intent(p.intent, p.text, self.data, p.slots)
         if p.verified_now and self.data.get("pending_intent") and intent not in ("human", "complaint"):
             intent = self.data["pending_intent"]  # they just sent the details we asked for: back to their problem
         self.result.acted_intent = intent

@@ -22,6 +22,7 @@ from zaima.db import unit_of_work
 from zaima.models import Product
 from zaima.store import api, catalog, orders
 from zaima.store.epay import PAY_TYPES
+from zaima.store.policy import store_after_sales
 from zaima.store.schemas import OrderCreate, OrderLookup
 from zaima.store.views import KIND_TEXT, order_view
 from zaima.web import TEMPLATES_DIR
@@ -439,6 +440,13 @@ async def lookup_submit(request: Request, ctx: AppContext = Depends(get_ctx)):
 
 
 # --- support ----------------------------------------------------------------------------------------
+
+@router.get("/policy", response_class=HTMLResponse)
+async def policy_page(request: Request, ctx: AppContext = Depends(get_ctx)):
+    async with unit_of_work(ctx.sessions) as session:
+        policy = await store_after_sales(session)
+    return render(request, "policy.html", policy=policy)
+
 
 @router.get("/support", response_class=HTMLResponse)
 async def support_page(request: Request):
