@@ -1,13 +1,14 @@
 """The bot's turn: understand the message, check ownership, decide by the store's policy, act through
 the store's services, answer — and write every action to the order's audit log with the conversation.
 
-A turn has three steps, so no database transaction waits on the network:
-1. `prepare` (one short transaction): load the conversation and the bot's state, understand the text,
-   verify the customer if they sent an order number with its contact, and say which outside checks
-   the decision needs (ask the payment gateway, ask the supplier).
+A turn is one transaction (retried on a lost race) when the decision needs nothing from outside;
+otherwise three steps, so no database transaction waits on the network:
+1. `prepare`: load the conversation and the bot's state, understand the text, verify the customer if
+   they sent an order number with its contact, and say which outside checks the decision needs (ask
+   the payment gateway, ask the supplier).
 2. Those checks, each through the store's own service and its own transaction.
-3. `act` (one transaction, retried on a lost race): decide with live facts, act, post the replies,
-   save the state. The actions are idempotent: the same request twice refunds or replaces once.
+3. `act`: decide with live facts, act, post the replies, save the state. The actions are idempotent:
+   the same request twice refunds or replaces once.
 
 The bot speaks only in conversations with status `bot`: once handed off or taken by an agent, it is quiet.
 """
@@ -167,40 +168,36 @@ def _resolve_intent(intent: str, text: str, data: dict, slots=None) -> str:
     return intent
 
 
-async def prepare(ctx, conversation_id: int, text: str) -> Prepared | None:
-    prediction = get_model().predict(text)
-    slots = extract_slots(text)
-
-    async def run(session: AsyncSession) -> Prepared | None:
-        conversation = await session.get(Conversation, conversation_id)
-        if conversation is None or conversation.status != "bot":
-            return None
-        now = ctx.clock.now()
-        state = await load_state(session, conversation_id, now)
-        data = dict(state.data or {})
-        order_id = conversation.order_id or data.get("order_id")
-        verified_now = verify_failed = False
-        if order_id is None:
-            found = await _verify(session, text, slots, data)
-            if found:
-                order_id = data["order_id"] = found.id
-                verified_now = True
-            verify_failed = found is False
-            save_state(state, data, now)
-        prepared = Prepared(conversation_id, text, prediction.intent, prediction.confidence, slots, order_id,
-                            verified_now, verify_failed)
-        acted = _resolve_intent(prediction.intent, text, data, slots)
-        if order_id is not None and acted in ("not_received", "payment_issue", "order_status"):
-            order = await session.get(Order, order_id)
-            if order.status in ("pending_payment", "expired") and acted != "order_status":
-                prepared.check_payment = True
-            elif order.status == "delivering":
-                facts = await order_facts(session, order, now)
-                if facts.recharge and (facts.minutes_since_payment or 0) < facts.policy.recharge_handoff_minutes:
-                    prepared.check_supplier = facts.recharge.supplier_order_id
-        return prepared
-
-    return await ctx.transact(run)
+async def prepare(ctx, session: AsyncSession, conversation_id: int, text: str, prediction, slots) -> Prepared | None:
+    """Load the conversation and the bot's state, verify the customer if they just sent their order
+    details, and say which outside checks the decision needs. None when the bot must stay quiet."""
+    conversation = await session.get(Conversation, conversation_id)
+    if conversation is None or conversation.status != "bot":
+        return None
+    now = ctx.clock.now()
+    state = await load_state(session, conversation_id, now)
+    data = dict(state.data or {})
+    order_id = conversation.order_id or data.get("order_id")
+    verified_now = verify_failed = False
+    if order_id is None:
+        found = await _verify(session, text, slots, data)
+        if found:
+            order_id = data["order_id"] = found.id
+            verified_now = True
+        verify_failed = found is False
+        save_state(state, data, now)
+    prepared = Prepared(conversation_id, text, prediction.intent, prediction.confidence, slots, order_id,
+                        verified_now, verify_failed)
+    acted = _resolve_intent(prediction.intent, text, data, slots)
+    if order_id is not None and acted in ("not_received", "payment_issue", "order_status"):
+        order = await session.get(Order, order_id)
+        if order.status in ("pending_payment", "expired") and acted != "order_status":
+            prepared.check_payment = True
+        elif order.status == "delivering":
+            facts = await order_facts(session, order, now)
+            if facts.recharge and (facts.minutes_since_payment or 0) < facts.policy.recharge_handoff_minutes:
+                prepared.check_supplier = facts.recharge.supplier_order_id
+    return prepared
 
 
 async def check_outside(ctx, prepared: Prepared) -> bool:
@@ -513,28 +510,35 @@ class Turn:
                        "超过 30 分钟仍未更新，请提供付款截图并回复「转人工」。", "status_explained")
 
 
-async def act(ctx, prepared: Prepared, recovered: bool) -> TurnResult | None:
-    async def run(session: AsyncSession) -> TurnResult | None:
-        conversation = await session.get(Conversation, prepared.conversation_id)
-        if conversation is None or conversation.status != "bot":
-            return None  # an agent took over meanwhile: stay quiet
-        state = await load_state(session, conversation.id, ctx.clock.now())
-        turn = Turn(ctx, session, conversation, state, prepared, recovered)
-        result = await turn.run()
-        events = list(turn.events)
-        for text in result.replies:
-            posted = await messages.post_message(session, ctx.clock, ctx.settings, conversation, Sender.bot(), text)
-            events += posted.events
-        publish_after_commit(session, ctx.hub, events)
-        return result
-
-    return await ctx.transact(run)
+async def act(ctx, session: AsyncSession, prepared: Prepared, recovered: bool) -> TurnResult | None:
+    conversation = await session.get(Conversation, prepared.conversation_id)
+    if conversation is None or conversation.status != "bot":
+        return None  # an agent took over meanwhile: stay quiet
+    state = await load_state(session, conversation.id, ctx.clock.now())
+    turn = Turn(ctx, session, conversation, state, prepared, recovered)
+    result = await turn.run()
+    events = list(turn.events)
+    for text in result.replies:
+        posted = await messages.post_message(session, ctx.clock, ctx.settings, conversation, Sender.bot(), text)
+        events += posted.events
+    publish_after_commit(session, ctx.hub, events)
+    return result
 
 
 async def respond(ctx, conversation_id: int, text: str) -> TurnResult | None:
-    """The bot's answer to one customer message (already stored). None when the bot stays quiet."""
-    prepared = await prepare(ctx, conversation_id, text)
-    if prepared is None:
-        return None
+    """The bot's answer to one customer message (already stored). None when the bot stays quiet.
+    One transaction when the decision needs nothing from outside; otherwise prepare, ask, then act."""
+    prediction = get_model().predict(text)
+    slots = extract_slots(text)
+
+    async def first(session: AsyncSession):
+        prepared = await prepare(ctx, session, conversation_id, text, prediction, slots)
+        if prepared is None or prepared.check_payment or prepared.check_supplier is not None:
+            return prepared, None
+        return prepared, await act(ctx, session, prepared, recovered=False)
+
+    prepared, result = await ctx.transact(first)
+    if prepared is None or result is not None:
+        return result
     recovered = await check_outside(ctx, prepared)
-    return await act(ctx, prepared, recovered)
+    return await ctx.transact(lambda session: act(ctx, session, prepared, recovered))

@@ -140,7 +140,8 @@ async def post_message(session: AsyncSession, clock, settings, conversation: Con
     events = ev.message_events(message)
     if conversation.status != status_before:
         events += await changed_events(session, conversation)  # includes the inbox row
-    elif not internal:
+    elif not internal and sender.kind != "bot":
+        # Bot replies leave the inbox row alone: what agents triage is what customers and agents wrote.
         events.append(ev.inbox_event((await inbox_item(session, conversation, message)).to_dict()))
     return Posted(message, False, events)
 
