@@ -177,6 +177,24 @@ def listener_pids(port: int) -> list[int]:
     return pids
 
 
+def cpu_matching(texts: list[str]) -> float:
+    """CPU seconds of the live processes whose command line contains one of `texts` (e.g. the
+    database's backends: "postgres zaima_chatbench")."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(text in cmd for text in texts):
+            st = _proc_stat(int(entry))
+            total += st[1] if st else 0.0
+    return total
+
+
 def cpu_of(pids: list[int]) -> float:
     """CPU seconds used so far by `pids` and all their (live) descendants."""
     if not pids:
@@ -201,10 +219,12 @@ class CpuSampler:
     """Samples the server's CPU seconds 5 times a second, so that CPU can be charged to any interval
     afterwards (up to the last delivery when the server falls behind, not just the send window)."""
 
-    def __init__(self, pids: list[int]):
+    def __init__(self, pids: list[int], match: list[str] | None = None):
         import threading
         self.pids = pids
+        self.match = match
         self.samples: list[tuple[float, float]] = []
+        self.db_samples: list[tuple[float, float]] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
         if pids:
@@ -212,19 +232,25 @@ class CpuSampler:
 
     def run(self) -> None:
         while True:
-            self.samples.append((time.monotonic(), cpu_of(self.pids)))
+            self.sample()
             if self.stop.wait(0.2):
-                self.samples.append((time.monotonic(), cpu_of(self.pids)))
+                self.sample()
                 return
+
+    def sample(self) -> None:
+        now = time.monotonic()
+        self.samples.append((now, cpu_of(self.pids)))
+        if self.match:
+            self.db_samples.append((now, cpu_matching(self.match)))
 
     def finish(self) -> None:
         if self.pids:
             self.stop.set()
             self.thread.join()
 
-    def at(self, t: float) -> float:
+    def at(self, t: float, db: bool = False) -> float:
         """Interpolated CPU seconds at monotonic time t."""
-        pts = self.samples
+        pts = self.db_samples if db else self.samples
         if not pts:
             return 0.0
         if t <= pts[0][0]:
@@ -1033,7 +1059,7 @@ def run_phase(cfg: dict, mode: str, server_pids: list[int]) -> dict:
         log(f"{mode}: setup done in {setup['setup_s']} s: {setup['customers_connected']} customers"
             + (f", {setup['agents_connected']} agents, {setup['subscriptions']} subscriptions"
                if mode == "zaima" else ""))
-        sampler = CpuSampler(server_pids)
+        sampler = CpuSampler(server_pids, cfg["db_cpu_match"] if mode == "zaima" else None)
         t_start = time.monotonic() + 0.5
         for pipe in pipes:
             pipe.send(("go", t_start))
@@ -1070,6 +1096,7 @@ def merge(cfg: dict, mode: str, setup: dict, results: list[dict], sampler: CpuSa
     last = max([r["last_delivery"] for r in results] + [window_end])
     wall = max(cfg["duration"], last - window_start)  # a server that falls behind is not flattered
     server_cpu = sampler.at(window_start + wall) - sampler.at(window_start)
+    db_cpu = (sampler.at(window_start + wall, True) - sampler.at(window_start, True)) if sampler.match else None
     delivered_measured = c["delivered_measured"]
     load_cpu = sum(r["load_cpu_s"] for r in results)
     errors = sum(ec.values()) + c["client_errors"] + c["send_failed"]
@@ -1104,6 +1131,8 @@ def merge(cfg: dict, mode: str, setup: dict, results: list[dict], sampler: CpuSa
         "server_cpu_ms_per_msg": (round(server_cpu * 1000 / max(1, c["sent_measured"]), 3)
                                   if server_pids else None),
         "server_cores_busy": round(server_cpu / wall, 2) if server_pids else None,
+        "db_cpu_s": round(db_cpu, 2) if db_cpu is not None else None,
+        "db_cpu_ms_per_msg": round(db_cpu * 1000 / max(1, c["sent_measured"]), 3) if db_cpu is not None else None,
         "details": {
             "wall_s": round(wall, 2), "setup": setup,
             "ack_latency_ms": lat_summary(ack_lat) if mode == "zaima" else None,
@@ -1159,6 +1188,8 @@ def summary_lines(res: dict, cfg: dict) -> list[str]:
         if r["server_cpu_s"] is not None:
             cpu += (f", server CPU {r['server_cpu_s']:.1f} s over the measured window (to the last delivery) = "
                     f"{r['server_cores_busy']:.2f} cores, {r['server_cpu_ms_per_msg']:.3f} ms/msg")
+        if r.get("db_cpu_s") is not None:
+            cpu += f"; database processes {r['db_cpu_s']:.1f} s, {r['db_cpu_ms_per_msg']:.3f} ms/msg"
         lines.append(cpu)
     if z:
         d = z["details"]
@@ -1197,7 +1228,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = {k: getattr(args, k) for k in ("customers", "agents", "rate", "duration", "warmup", "grace",
                                           "client_procs", "setup_concurrency", "agent_user", "agent_password",
                                           "agent_frame_rate", "reply_rate", "request_timeout", "tick",
-                                          "reconnect", "dump_latencies", "max_recovery")}
+                                          "reconnect", "dump_latencies", "max_recovery",
+                                          "db_cpu_match")}
     cfg.update(base_url=args.base_url, ws_base=ws_base, run_id=secrets.token_hex(3),
                pad=" " + "x" * args.pad if args.pad else "")
     result: dict = {"bench": "chat", "customers": args.customers, "agents": args.agents, "rate": args.rate,
@@ -1226,7 +1258,8 @@ def main(argv: list[str] | None = None) -> int:
         for k in ("connections_held", "agents_held", "messages_sent", "messages_delivered", "messages_per_s",
                   "latency_ms", "lost", "unacked", "duplicated", "duplicated_after_resume", "errors",
                   "unexpected_closes", "reconnects", "setup_s",
-                  "client_cpu_s", "server_cpu_s", "server_cpu_ms_per_msg", "server_cores_busy"):
+                  "client_cpu_s", "server_cpu_s", "server_cpu_ms_per_msg", "server_cores_busy", "db_cpu_s",
+                  "db_cpu_ms_per_msg"):
             result[k] = z[k]
         result["targets"] = {
             f"connections_held>={args.customers}": z["connections_held"] >= args.customers,
@@ -1297,6 +1330,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--echo-only", action="store_true", help="run only the echo reference")
     p.add_argument("--server-pid", type=int, action="append", default=[],
                    help="server process(es) whose CPU to report (default: whoever listens on the port)")
+    p.add_argument("--db-cpu-match", action="append", default=[], metavar="TEXT",
+                   help='also report the CPU of processes whose command line contains TEXT, e.g. '
+                        '"postgres zaima_chatbench" for that database\'s PostgreSQL backends (repeatable)')
     p.add_argument("--request-timeout", type=float, default=30.0, help="seconds per HTTP request / socket setup")
     p.add_argument("--dump-latencies", metavar="PREFIX", default=None,
                    help="write every message's send time and latencies to PREFIX.<run><proc>.csv")

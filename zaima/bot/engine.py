@@ -90,6 +90,8 @@ async def load_state(session: AsyncSession, conversation_id: int, now) -> BotSta
 
 
 def save_state(state: BotState, data: dict, now) -> None:
+    if state.data == data and state.updated_at is not None:
+        return  # unchanged: no write
     state.data = dict(data)  # a new dict: JSON columns do not track in-place changes
     state.updated_at = now
 
