@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     message_max_chars: int = 4000
     # The bot answers conversations nobody has taken yet (status "bot").
     bot_enabled: bool = True
+    # Optional language model (OpenAI-compatible) that may rephrase knowledge-base answers. Off when
+    # empty; decisions and actions never depend on it, and it never sees order data or card keys.
+    llm_base_url: str = ""
+    llm_api_key: str = ""
+    llm_model: str = "gpt-4o-mini"
+    llm_timeout_seconds: float = 3.0
 
     lookup_rate_per_ip: int = Field(default=10, description="order lookups per IP per 10 minutes")
     lookup_rate_per_order: int = Field(default=5, description="failed lookups per order per 10 minutes")

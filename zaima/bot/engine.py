@@ -27,6 +27,7 @@ from zaima.bot import replies as say
 from zaima.bot.contacts import check as check_contact
 from zaima.bot.facts import OrderFacts, order_facts, trade_no_of
 from zaima.bot.knowledge import answer as kb_answer
+from zaima.bot.llm import rephrase
 from zaima.bot.nlu import get_model
 from zaima.bot.slots import extract_slots
 from zaima.conversations import conversations as convs
@@ -42,6 +43,7 @@ from zaima.store.views import mask
 
 log = structlog.get_logger("zaima.bot")
 
+KB_INTENTS = ("usage_howto", "policy_question", "other")
 ORDER_INTENTS = ("order_status", "not_received", "invalid_code", "refund", "payment_issue")
 YES = re.compile(r"^(好|好的|行|可以|嗯+|恩+|ok|okay|是|是的|对|要|退|退吧|退款|退款吧|那退款吧|那就退|那就退款|退了吧|退钱|申请退款|"
                  r"我要退款|给我退|给我退款|帮我退|帮我退款|tk)[吧呀啊了的!！。.~～]*$")
@@ -75,6 +77,8 @@ class Prepared:
     verify_failed: bool
     check_payment: bool = False
     check_supplier: int | None = None
+    rephrase: bool = False  # a knowledge-base answer the optional language model may rephrase
+    rephrased: dict = field(default_factory=dict)  # article id → the model's wording
 
 
 def bot_actor(conversation_id: int) -> Actor:
@@ -191,6 +195,7 @@ async def prepare(ctx, session: AsyncSession, conversation_id: int, text: str, p
     prepared = Prepared(conversation_id, text, prediction.intent, prediction.confidence, slots, order_id,
                         verified_now, verify_failed)
     acted = _resolve_intent(prediction.intent, text, data, slots)
+    prepared.rephrase = bool(ctx.settings.llm_base_url) and acted in KB_INTENTS
     if order_id is not None and acted in ("not_received", "payment_issue", "order_status"):
         order = await session.get(Order, order_id)
         if order.status in ("pending_payment", "expired") and acted != "order_status":
@@ -202,9 +207,23 @@ async def prepare(ctx, session: AsyncSession, conversation_id: int, text: str, p
     return prepared
 
 
+async def _product_sku(session: AsyncSession, order_id: int | None) -> str | None:
+    if order_id is None:
+        return None
+    order = await session.get(Order, order_id)
+    return (await session.get(Product, order.product_id)).sku
+
+
 async def check_outside(ctx, prepared: Prepared) -> bool:
-    """Ask the gateway / the supplier, through the store's services. True if the payment was recovered."""
+    """Ask the gateway / the supplier, through the store's services, and the optional language model
+    to word a knowledge-base answer. True if the payment was recovered."""
     recovered = False
+    if prepared.rephrase:
+        async with ctx.sessions() as session:
+            hit = await kb_answer(session, prepared.text, intent=prepared.intent,
+                                  product_sku=await _product_sku(session, prepared.order_id))
+        if hit is not None:
+            prepared.rephrased[hit.article_id] = await rephrase(ctx.settings, prepared.text, hit.answer)
     if prepared.check_payment:
         try:
             recovered = await payments.recover_payment(ctx, prepared.order_id, actor=bot_actor(prepared.conversation_id))
@@ -310,15 +329,15 @@ class Turn:
                 self.reply(say.OTHER_TWICE, "answered")
                 return
         product = None
-        if self.prepared.order_id is not None and intent in ("usage_howto", "policy_question", "other"):
+        if self.prepared.order_id is not None and intent in KB_INTENTS:
             order = await self.session.get(Order, self.prepared.order_id)
             product = await self.session.get(Product, order.product_id)
         hit = None
-        if intent in ("usage_howto", "policy_question", "other"):
+        if intent in KB_INTENTS:
             hit = await kb_answer(self.session, self.prepared.text, intent=intent,
                                   product_sku=product.sku if product else None)
         if hit is not None:
-            self.reply(hit.answer, "answered")
+            self.reply(self.prepared.rephrased.get(hit.article_id, hit.answer), "answered")
         elif intent == "usage_howto" and product is not None and product.usage_instructions:
             self.reply(f"{product.name} 的使用方法：\n{product.usage_instructions}", "answered")
         elif intent == "greeting":
@@ -535,7 +554,7 @@ async def respond(ctx, conversation_id: int, text: str) -> TurnResult | None:
 
     async def first(session: AsyncSession):
         prepared = await prepare(ctx, session, conversation_id, text, prediction, slots)
-        if prepared is None or prepared.check_payment or prepared.check_supplier is not None:
+        if prepared is None or prepared.check_payment or prepared.check_supplier is not None or prepared.rephrase:
             return prepared, None
         return prepared, await act(ctx, session, prepared, recovered=False)
 
