@@ -6,20 +6,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from sqlalchemy import inspect, select
+from sqlalchemy import select
 from typer.testing import CliRunner
 
-import zaima.models  # noqa: F401 - registers the tables
 from tests.bot.kb_eval.evaluate import HERE as EVAL_DIR
 from tests.bot.kb_eval.evaluate import evaluate, load
 from tests.store.helpers import make_product
 from zaima.bot import demo_kb, kb, knowledge
 from zaima.bot.kb_cli import kb_app
 from zaima.core.errors import NotFound, ValidationFailed
-from zaima.db import Base, create_engine, unit_of_work
-from zaima.migrate import upgrade
+from zaima.db import unit_of_work
 from zaima.models import KbArticle, OfficialContact
 
 # --- retrieval (no database) ----------------------------------------------------------------------
@@ -350,60 +346,3 @@ async def test_demo_knowledge_base_seeds_on_an_empty_store(ctx):
     async with unit_of_work(ctx.sessions) as session:
         result = await demo_kb.seed_kb(session, ctx.clock)
     assert result["articles"] == len(demo_kb.store_articles("")) and result["contacts"] == 4
-
-
-# --- migration 0003 ---------------------------------------------------------------------------------
-
-BOT_TABLES = {"kb_articles", "official_contacts", "bot_states", "bot_actions"}
-
-
-def _table_of(diff) -> str:
-    if isinstance(diff, list):
-        diff = diff[0]
-    kind = diff[0]
-    if kind in ("add_table", "remove_table"):
-        return diff[1].name
-    if kind in ("add_column", "remove_column") or kind.startswith("modify_"):
-        return diff[2]
-    return diff[1].table.name
-
-
-async def test_the_migrated_bot_schema_matches_the_models(db_url):
-    engine = create_engine(db_url)
-    try:
-        async with engine.connect() as connection:
-            def compare(sync_connection):
-                context = MigrationContext.configure(sync_connection, opts={"compare_type": True})
-                return compare_metadata(context, Base.metadata)
-
-            diffs = await connection.run_sync(compare)
-            tables = await connection.run_sync(lambda c: set(inspect(c).get_table_names()))
-    finally:
-        await engine.dispose()
-    assert BOT_TABLES <= tables
-    assert [d for d in diffs if _table_of(d) in BOT_TABLES] == []
-
-
-async def test_downgrade_to_0002_removes_the_bot_tables_and_upgrade_brings_them_back(db_url):
-    from alembic import command
-
-    from zaima.migrate import alembic_config
-
-    engine = create_engine(db_url)
-    try:
-        async with engine.begin() as connection:
-            def down(sync_connection):
-                cfg = alembic_config()
-                cfg.attributes["connection"] = sync_connection
-                command.downgrade(cfg, "0002")
-
-            await connection.run_sync(down)
-        async with engine.connect() as connection:
-            tables = await connection.run_sync(lambda c: set(inspect(c).get_table_names()))
-        assert not BOT_TABLES & tables and "conversations" in tables
-        await upgrade(engine)
-        async with engine.connect() as connection:
-            tables = await connection.run_sync(lambda c: set(inspect(c).get_table_names()))
-        assert BOT_TABLES <= tables
-    finally:
-        await engine.dispose()
