@@ -11,7 +11,8 @@ total, round-robin over all customer sockets (`client_msg_id` unique, the text h
 send time). A message is *delivered* when the agent socket watching its conversation receives the
 `message` frame for it; latency is that receive time minus the send time (one monotonic clock).
 Only messages sent after the warm-up count for latency and throughput; all count for loss and
-duplicates. After the run the client waits up to `--grace` seconds for stragglers, then:
+duplicates. After the run the client waits up to `--grace` seconds for stragglers (time in which
+sockets are still reconnecting or re-subscribing does not count, up to `--max-recovery`), then:
 
 - lost        = sent and acked, never delivered to the watching agent;
 - duplicated  = the same (conversation, seq) or client_msg_id delivered again to the same socket;
@@ -19,6 +20,14 @@ duplicates. After the run the client waits up to `--grace` seconds for straggler
 - connections held = customer sockets that still answer a `ping` with `pong` at the end.
 
 Optionally (`--reply-rate`) agents answer customers; those replies are measured the other way.
+
+The client follows the document's reconnect rule (unless `--no-reconnect`): after a server-side close
+it backs off 1, 2, 4 … 15 s, authenticates again with the highest seq it received (agents: subscribe
+again with it) and resends unacked messages with the same client_msg_id. A redelivery on a resumed
+connection is reported apart (`duplicated_after_resume`), since the document tells clients to
+de-duplicate by seq. `rate_limited` errors carry no `ref`, so an agent socket that gets one cannot tell
+which `subscribe` was dropped: it subscribes to all its conversations again once the errors stop
+(`agent_resubscribe_all`). Setup waits until every agent's subscribes are through (a ping round trip).
 
 In the same run, a bare `websockets` echo server is started in a subprocess on a free port and
 driven by the same client code at the same connection count and rate (each frame echoed to its

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from contextlib import asynccontextmanager
 
 import structlog
@@ -47,6 +48,12 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
             # Load the language model and jieba's dictionary now, not on the first customer's message.
             await asyncio.to_thread(knowledge.warm_up)
             await asyncio.to_thread(get_model)
+        # Thousands of sockets keep many long-lived objects: move what start-up made out of the
+        # collector's way and collect young objects less often, so full collections stop pausing
+        # the event loop for a large part of a second.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 50)
         stop = asyncio.Event()
         worker = asyncio.create_task(jobs.worker_loop(ctx, stop)) if settings.worker_enabled else None
         try:

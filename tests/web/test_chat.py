@@ -332,3 +332,27 @@ async def test_only_supervisors_reassign_other_agents_conversations(live_server,
     assert r.status_code == 200 and r.json()["conversation"]["assignee_id"] is None
     for agent in (one, two, boss):
         await agent.http.aclose()
+
+
+async def test_a_flood_is_rate_limited_with_a_reference_and_pings_still_answered(live_server):
+    base = live_server.url
+    session = await customer_session(base)
+    cid = session["conversation"]["id"]
+    customer = await customer_socket(base, session)
+    for i in range(60):
+        await customer.send({"type": "send", "conversation_id": cid, "client_msg_id": f"f-{i}", "text": f"刷屏 {i}"})
+    await customer.send({"type": "ping"})
+    await customer.expect("pong")
+    frames = await customer.quiet(1.0)
+    limited = [f for f in frames if f["type"] == "error" and f["code"] == "rate_limited"]
+    acked = {f["client_msg_id"] for f in frames if f["type"] == "ack"}
+    assert limited and all(f["ref"].startswith("f-") for f in limited)  # the client knows what to resend
+    assert acked and acked.isdisjoint(f["ref"] for f in limited)
+    assert len(acked) + len(limited) == 60
+    await customer.close()
+
+
+async def test_session_needs_no_body(live_server):
+    async with httpx.AsyncClient(base_url=live_server.url) as http:
+        r = await http.post("/api/v1/chat/session")
+    assert r.status_code == 200 and r.json()["customer_token"]

@@ -16,6 +16,7 @@ from zaima.models import Conversation, StaffUser
 from zaima.realtime.publish import AGENT, forget_online_count, publish_after_commit
 from zaima.web.chat import publish_typing, read
 from zaima.web.socket_base import (
+    AGENT_FRAMES_PER_SECOND,
     CLOSE_UNAUTHENTICATED,
     FrameError,
     Socket,
@@ -131,7 +132,7 @@ class AgentSocket:
 async def agent_socket(ws: WebSocket):
     ctx: AppContext = ws.app.state.ctx
     await ws.accept()
-    socket = Socket(ws)
+    socket = Socket(ws, AGENT_FRAMES_PER_SECOND)
     frame = await socket.first_frame()
     user_id = read_ticket(ctx, frame.get("ticket")) if frame and frame.get("type") == "auth" else None
     user = await load_user(ctx, user_id) if isinstance(user_id, int) else None

@@ -5,6 +5,7 @@ Protocol: docs/realtime.md.
 
 from __future__ import annotations
 
+import structlog
 from fastapi import APIRouter, Depends, File, Form, Header, Request, UploadFile, WebSocket
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
@@ -20,6 +21,7 @@ from zaima.models import Attachment, Conversation, Customer, Order
 from zaima.realtime.publish import agents_online, publish_after_commit
 from zaima.web.deps import get_ctx
 from zaima.web.socket_base import (
+    CLOSE_TRY_AGAIN,
     CLOSE_UNAUTHENTICATED,
     FrameError,
     Socket,
@@ -29,6 +31,7 @@ from zaima.web.socket_base import (
 )
 
 router = APIRouter(tags=["chat"])
+log = structlog.get_logger("zaima.chat")
 HISTORY = 50
 IMAGE_TYPES = ["image/png", "image/jpeg", "image/webp", "image/gif"]
 
@@ -67,7 +70,8 @@ async def history(session, conversation: Conversation, limit: int = HISTORY) -> 
 
 
 @router.post("/api/v1/chat/session")
-async def start_session(body: SessionIn, ctx: AppContext = Depends(get_ctx)):
+async def start_session(body: SessionIn | None = None, ctx: AppContext = Depends(get_ctx)):
+    body = body or SessionIn()
     external = None
     if body.identity is not None:
         external = identity.ExternalIdentity(body.identity.user_id, body.identity.ts, body.identity.sig,
@@ -284,7 +288,9 @@ async def customer_socket(ws: WebSocket):
         # de-duplicates by seq what arrives both ways).
         await socket.send(await handler.ready_frame())
         await handler.catch_up(last_seq)
-    except Exception:
+    except Exception as exc:  # e.g. the database pool is exhausted under a reconnect storm
         subscription.close()
-        raise
+        log.warning("customer_socket_catch_up_failed", error=repr(exc)[:200])
+        await socket.close(CLOSE_TRY_AGAIN, "try again")
+        return
     await run_socket(socket, subscription, handler.transform, handler.handle)

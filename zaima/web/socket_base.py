@@ -24,12 +24,14 @@ log = structlog.get_logger("zaima.realtime")
 AUTH_TIMEOUT = 10.0
 IDLE_TIMEOUT = 70.0  # clients ping every 25 s
 MAX_FRAME_BYTES = 64 * 1024
-FRAMES_PER_SECOND = 20
+FRAMES_PER_SECOND = 20  # a customer
+AGENT_FRAMES_PER_SECOND = 200  # an agent's console subscribes to many conversations at once on resume
 QUEUE_SIZE = 256
 
 CLOSE_UNAUTHENTICATED = 4001
 CLOSE_RESUME = 4009
 CLOSE_GOING_AWAY = 1001
+CLOSE_TRY_AGAIN = 1013
 
 ERRORS = {
     "bad_json": ("消息格式错误：需要一个 JSON 对象", "the frame must be a JSON object"),
@@ -103,9 +105,9 @@ class RateLimit:
 class Socket:
     """One websocket: send helpers that never raise on a closed socket, and the receive loop."""
 
-    def __init__(self, ws: WebSocket):
+    def __init__(self, ws: WebSocket, frames_per_second: float = FRAMES_PER_SECOND):
         self.ws = ws
-        self.limit = RateLimit()
+        self.limit = RateLimit(frames_per_second)
         self.send_lock = asyncio.Lock()
 
     async def send(self, frame: dict) -> None:
@@ -151,13 +153,14 @@ class Socket:
                 return
             ref = None
             try:
-                if not self.limit.allow():
-                    raise FrameError("rate_limited")
                 frame = parse_frame(raw)
+                # The reference a client can match an error with: its message id, else the frame type.
                 ref = frame.get("client_msg_id") if isinstance(frame.get("client_msg_id"), str) else frame["type"]
+                if frame["type"] != "ping" and not self.limit.allow():
+                    raise FrameError("rate_limited")
                 await handle(frame)
             except FrameError as exc:
-                await self.send(error_frame(exc.code, exc.message, exc.ref or ref))
+                await self.send(error_frame(exc.code, exc.message, ref or exc.ref))
             except DomainError as exc:
                 body = exc.to_dict()
                 await self.send(error_frame(body.get("code", "invalid"), (body["message"], body["message_en"]), ref))
