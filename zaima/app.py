@@ -33,6 +33,15 @@ def _validation_message(errors: list[dict]) -> tuple[str, str]:
     return f"请求内容有误，请检查：{joined}", f"Invalid request; check: {', '.join(fields)}"
 
 
+def tune_gc() -> None:
+    """After start-up. Thousands of sockets keep many long-lived objects: move what start-up made out
+    of the collector's way and collect young objects less often, so full collections stop pausing the
+    event loop for a large part of a second."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 50)
+
+
 def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool = True) -> FastAPI:
     ctx = ctx or build_context(settings)
 
@@ -48,12 +57,7 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
             # Load the language model and jieba's dictionary now, not on the first customer's message.
             await asyncio.to_thread(knowledge.warm_up)
             await asyncio.to_thread(get_model)
-        # Thousands of sockets keep many long-lived objects: move what start-up made out of the
-        # collector's way and collect young objects less often, so full collections stop pausing
-        # the event loop for a large part of a second.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 50)
+        tune_gc()
         stop = asyncio.Event()
         worker = asyncio.create_task(jobs.worker_loop(ctx, stop)) if settings.worker_enabled else None
         try:

@@ -297,7 +297,9 @@ async def test_answer_sees_every_change_even_within_the_same_clock_tick(ctx):
     assert (await _answer(ctx, "客服几点上班")).article_id == replacement.id
 
 
-async def test_a_change_made_by_another_process_is_seen(ctx, clock):
+async def test_a_change_made_by_another_process_is_seen(ctx, clock, monkeypatch):
+    # The index is re-validated at most once per RECHECK_SECONDS; here: every time.
+    monkeypatch.setattr(knowledge, "RECHECK_SECONDS", 0.0)
     article = await _create(ctx, title="客服时间", questions=["客服几点上班"], answer="每天 09:00 上班。")
     assert (await _answer(ctx, "客服几点上班")).answer == "每天 09:00 上班。"
     clock.advance(seconds=1)

@@ -344,6 +344,7 @@ async def inbox_item(session: AsyncSession, conversation: Conversation,
     customer = await session.get(Customer, conversation.customer_id)
     if last_message is None:
         last_message = (await _last_public_messages(session, [conversation.id])).get(conversation.id)
-    unread = await _unread_counts(session, [conversation.id])
-    return InboxItem(conversation, customer, await order_no_of(session, conversation), last_message,
-                     unread.get(conversation.id, 0))
+    unread = await session.scalar(select(func.count()).select_from(Message).where(
+        Message.conversation_id == conversation.id, Message.sender_kind == "customer",
+        Message.seq > conversation.agent_read_seq))
+    return InboxItem(conversation, customer, await order_no_of(session, conversation), last_message, unread or 0)
