@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import html
-import ipaddress
 import json
 import multiprocessing
 import os
@@ -62,6 +61,7 @@ from collections import Counter
 from urllib.parse import urlsplit
 
 import aiohttp
+from common import log, loopback_only  # bench/common.py, next to this script
 
 try:  # optional speed-ups; the benchmark does not require them
     import uvloop
@@ -95,27 +95,6 @@ try:
 except ImportError:
     asyncio.run(main())
 """
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def loopback_only(base_url: str) -> str:
-    parts = urlsplit(base_url)
-    host = parts.hostname or ""
-    ok = host == "localhost"
-    if not ok:
-        try:
-            ok = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            ok = False
-    if parts.scheme not in ("http", "https") or not ok:
-        raise SystemExit(f"refusing to benchmark {base_url!r}: only loopback addresses (127.0.0.0/8, ::1, "
-                         "localhost) are allowed")
-    if parts.path not in ("", "/") or parts.query:
-        raise SystemExit(f"--base-url takes scheme://host:port only, not {base_url!r}")
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 def raise_fd_limit() -> int:

@@ -19,45 +19,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import ipaddress
 import json
 import os
 import secrets
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import log, loopback_only  # noqa: E402 - bench/common.py, next to this script
+
 from zaima.store.epay import signed  # noqa: E402 - the app's own signing rule
 
 DEFAULT_SKU = "bench-card"
 CONTACT = "bench@example.com"
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def loopback_only(base_url: str) -> str:
-    parts = urlsplit(base_url)
-    host = parts.hostname or ""
-    ok = host == "localhost"
-    if not ok:
-        try:
-            ok = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            ok = False
-    if parts.scheme not in ("http", "https") or not ok:
-        raise SystemExit(f"refusing to benchmark {base_url!r}: only loopback addresses (127.0.0.0/8, ::1, "
-                         "localhost) are allowed")
-    if parts.path not in ("", "/") or parts.query:
-        raise SystemExit(f"--base-url takes scheme://host:port only, not {base_url!r}")
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 def default_epay_key(var_dir: str) -> str | None:

@@ -55,3 +55,30 @@ async def screenshot_both(browser, url: str, name: str, directory: Path) -> None
             f"{name} overflows horizontally at {viewport['width']} px"
         await page.screenshot(path=str(directory / f"{label}-{name}.png"), full_page=True)
         await context.close()
+
+
+async def open_chat_from_order_page(browser, live_server, order):
+    """A customer on a phone opens their order page and taps 「联系客服」: (context, page, widget panel)."""
+    from zaima.core.signing import order_access_token
+
+    context = await browser.new_context(viewport=PHONE, locale="zh-CN")
+    page = await context.new_page()
+    token = order_access_token(live_server.settings.secret_key, order.order_no)
+    await page.goto(f"{live_server.url}/orders/{order.order_no}?t={token}")
+    await page.locator("[data-testid=contact-support]").click()
+    return context, page, page.locator("[data-testid=widget-panel]")
+
+
+async def console_login(browser, base: str, username: str, password: str):
+    """An agent at a desktop logs into the console: (context, page) on /console."""
+    import re
+
+    context = await browser.new_context(viewport=DESKTOP, locale="zh-CN")
+    page = await context.new_page()
+    await page.goto(base + "/console")
+    await page.wait_for_url(re.compile("/console/login"))
+    await page.get_by_label("用户名").fill(username)
+    await page.get_by_label("密码").fill(password)
+    await page.get_by_role("button", name="登录").click()
+    await page.wait_for_url(re.compile("/console$"))
+    return context, page

@@ -4,16 +4,13 @@ refund in the order's timeline in the console."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from playwright.async_api import expect
 
 from tests.conftest import make_settings
-from tests.e2e.conftest import DESKTOP, PHONE
+from tests.e2e.conftest import console_login, open_chat_from_order_page
 from tests.store.helpers import make_order, make_product, notify_params
 from tests.web.chat_helpers import make_agent
-from zaima.core.signing import order_access_token
 from zaima.store import payments
 
 pytestmark = pytest.mark.e2e
@@ -31,12 +28,7 @@ async def test_bot_refunds_an_order_waiting_for_stock(live_server, ctx, browser,
     await make_agent(ctx, "xiaomei", "xiaomei-pass-2026")
     base = live_server.url
 
-    customer_ctx = await browser.new_context(viewport=PHONE, locale="zh-CN")
-    customer = await customer_ctx.new_page()
-    token = order_access_token(live_server.settings.secret_key, order.order_no)
-    await customer.goto(f"{base}/orders/{order.order_no}?t={token}")
-    await customer.locator("[data-testid=contact-support]").click()
-    panel = customer.locator("[data-testid=widget-panel]")
+    customer_ctx, customer, panel = await open_chat_from_order_page(browser, live_server, order)
     await panel.locator("[data-testid=widget-input]").fill("付款半天了 卡密呢??")
     await panel.locator("[data-testid=widget-send]").click()
     bot = panel.locator("[data-testid=widget-message][data-sender=bot]")
@@ -48,13 +40,7 @@ async def test_bot_refunds_an_order_waiting_for_stock(live_server, ctx, browser,
     await expect(bot.last).to_contain_text("¥30.00")
     await customer.screenshot(path=str(artifacts / "phone-bot.png"))
 
-    agent_ctx = await browser.new_context(viewport=DESKTOP, locale="zh-CN")
-    agent = await agent_ctx.new_page()
-    await agent.goto(base + "/console/login")
-    await agent.get_by_label("用户名").fill("xiaomei")
-    await agent.get_by_label("密码").fill("xiaomei-pass-2026")
-    await agent.get_by_role("button", name="登录").click()
-    await agent.wait_for_url(re.compile("/console$"))
+    agent_ctx, agent = await console_login(browser, base, "xiaomei", "xiaomei-pass-2026")
     await agent.locator("[data-testid=inbox-item]").first.click()
     await expect(agent.locator("[data-testid=console-messages]")).to_contain_text("已为您办理退款")
     panel_order = agent.locator("[data-testid=order-panel]")

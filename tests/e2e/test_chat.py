@@ -5,17 +5,15 @@ reply, reloads, and the history is still there."""
 from __future__ import annotations
 
 import io
-import re
 
 import pytest
 from PIL import Image
 from playwright.async_api import expect
 
-from tests.e2e.conftest import DESKTOP, PHONE
+from tests.e2e.conftest import console_login, open_chat_from_order_page
 from tests.store.helpers import add_stock, make_order, make_product, notify_params
 from tests.web.chat_helpers import make_agent
 from zaima.core.ids import display_order_no
-from zaima.core.signing import order_access_token
 from zaima.store import payments
 
 pytestmark = pytest.mark.e2e
@@ -41,12 +39,7 @@ async def test_customer_and_agent_chat_live_with_order_panel(live_server, ctx, b
     base = live_server.url
 
     # The customer opens the chat from the order page.
-    customer_ctx = await browser.new_context(viewport=PHONE, locale="zh-CN")
-    customer = await customer_ctx.new_page()
-    token = order_access_token(live_server.settings.secret_key, order.order_no)
-    await customer.goto(f"{base}/orders/{order.order_no}?t={token}")
-    await customer.locator("[data-testid=contact-support]").click()
-    panel = customer.locator("[data-testid=widget-panel]")
+    customer_ctx, customer, panel = await open_chat_from_order_page(browser, live_server, order)
     await expect(panel).to_be_visible()
     await expect(panel.locator("[data-testid=widget-order]")).to_contain_text(display_order_no(order.order_no))
     offline = panel.locator("[data-testid=widget-offline]")
@@ -54,14 +47,7 @@ async def test_customer_and_agent_chat_live_with_order_panel(live_server, ctx, b
     await expect(offline).to_contain_text("当前没有客服在线")
 
     # The agent logs in and is on duty.
-    agent_ctx = await browser.new_context(viewport=DESKTOP, locale="zh-CN")
-    agent = await agent_ctx.new_page()
-    await agent.goto(base + "/console")
-    await agent.wait_for_url(re.compile("/console/login"))
-    await agent.get_by_label("用户名").fill("meimei")
-    await agent.get_by_label("密码").fill("meimei-pass-2026")
-    await agent.get_by_role("button", name="登录").click()
-    await agent.wait_for_url(re.compile("/console$"))
+    agent_ctx, agent = await console_login(browser, base, "meimei", "meimei-pass-2026")
     await expect(agent.locator("#presence")).to_have_value("online")
 
     await expect(offline).to_be_hidden()  # the agent came online: the notice goes away live

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, select
 
-from zaima.core.money import MoneyFormatError, parse_yuan
+from zaima.core.money import MoneyFormatError, format_yuan, parse_yuan
 
 INTENTS = ("greeting", "order_status", "not_received", "invalid_code", "refund", "payment_issue", "account_issue",
            "usage_howto", "policy_question", "contact_verify", "human", "complaint", "thanks", "other")
@@ -257,11 +257,11 @@ class CaseRunner:
             async with unit_of_work(self.ctx.sessions) as session:
                 session.add(DemoGatewayTrade(
                     trade_no=trade_no, pid=self.h.settings.epay_pid, out_trade_no=order_no, pay_type="alipay",
-                    name=sku, money=_yuan(unit * quantity),
+                    name=sku, money=format_yuan(unit * quantity),
                     notify_url="", return_url="", status=1, created_at=paid_at, paid_at=paid_at))
             if state != "paid_callback_lost":
                 params = epay.signed({"pid": self.h.settings.epay_pid, "trade_no": trade_no, "out_trade_no": order_no,
-                                      "type": "alipay", "name": sku, "money": _yuan(unit * quantity),
+                                      "type": "alipay", "name": sku, "money": format_yuan(unit * quantity),
                                       "trade_status": "TRADE_SUCCESS"}, self.h.settings.epay_key)
                 verdict = await payments.handle_notify(self.ctx, params, "127.0.0.1")
                 assert verdict == "accepted", verdict
@@ -400,12 +400,6 @@ class CaseRunner:
                          or (spec["hours_since_delivery"] or 0) >= 24):
             found.append("replacement outside the policy")
         return found
-
-
-def _yuan(fen: int) -> str:
-    from zaima.core.money import format_yuan
-
-    return format_yuan(fen)
 
 
 @dataclass

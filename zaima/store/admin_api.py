@@ -13,7 +13,18 @@ from zaima.core.money import MoneyFormatError, parse_yuan
 from zaima.db import unit_of_work
 from zaima.models import CardKey, Order, StaffUser
 from zaima.staff import authenticate
-from zaima.store import catalog, delivery, epay, orders, payments, policy, refunds, stock, suppliers, timeline
+from zaima.store import (
+    aftersales,
+    catalog,
+    delivery,
+    epay,
+    orders,
+    payments,
+    policy,
+    refunds,
+    stock,
+    suppliers,
+)
 from zaima.store.api import product_view, products_with_stock
 from zaima.store.schemas import (
     AfterSalesIn,
@@ -140,14 +151,11 @@ async def quarantine_key(key_id: int, body: QuarantineIn, ctx: AppContext = Depe
         key = await session.get(CardKey, key_id)
         if key is None:
             raise NotFound("卡密不存在", "card key not found")
-        if key.status in ("quarantined", "void"):
-            return {"id": key.id, "status": key.status}
-        key.status = "quarantined"
-        key.status_reason = body.reason
         if key.order_id:
             order = await session.get(Order, key.order_id)
-            await timeline.record(session, order, "key_quarantined", actor_of(user), ctx.clock.now(),
-                                  reason=body.reason, key_id=key.id)
+            await aftersales.quarantine(session, order, key, actor_of(user), body.reason, ctx.clock.now())
+        elif key.status not in ("quarantined", "void"):  # unsold stock: no order, no timeline
+            key.status, key.status_reason = "quarantined", body.reason[:300]
         return {"id": key.id, "status": key.status}
 
 

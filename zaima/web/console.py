@@ -25,6 +25,7 @@ from zaima.staff import authenticate
 from zaima.store import orders, stock
 from zaima.store.views import order_view
 from zaima.web.deps import client_ip, get_ctx
+from zaima.web.pages import _lang as page_lang
 from zaima.web.pages import render
 from zaima.web.staff_auth import (
     COOKIE,
@@ -50,8 +51,6 @@ login_limiter = RateLimiter(10, 600)
 
 
 def _lang(request: Request) -> str:
-    from zaima.web.pages import _lang as page_lang
-
     return page_lang(request)[0]
 
 

@@ -1,0 +1,28 @@
+"""What the benchmarks share: progress on stderr, and the guard that keeps them on this machine."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from urllib.parse import urlsplit
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def loopback_only(base_url: str) -> str:
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    ok = host == "localhost"
+    if not ok:
+        try:
+            ok = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            ok = False
+    if parts.scheme not in ("http", "https") or not ok:
+        raise SystemExit(f"refusing to benchmark {base_url!r}: only loopback addresses (127.0.0.0/8, ::1, "
+                         "localhost) are allowed")
+    if parts.path not in ("", "/") or parts.query:
+        raise SystemExit(f"--base-url takes scheme://host:port only, not {base_url!r}")
+    return f"{parts.scheme}://{parts.netloc}"
