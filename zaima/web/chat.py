@@ -49,10 +49,6 @@ class SessionIn(BaseModel):
     identity: IdentityIn | None = None
 
 
-def conversation_payload(conversation: Conversation, order_no: str | None) -> dict:
-    return ev.conversation_public_view(conversation, order_no)
-
-
 async def _current_conversation(session, ctx: AppContext, customer: Customer, order) -> tuple[Conversation, list]:
     """The conversation the widget shows: the one about this order, else the customer's latest open one."""
     if order is None:
@@ -86,7 +82,7 @@ async def start_session(body: SessionIn | None = None, ctx: AppContext = Depends
         payload = {
             "customer_token": resolved.token,
             "customer": {"id": resolved.customer.id, "name": resolved.customer.display_name},
-            "conversation": conversation_payload(conversation, order_no),
+            "conversation": ev.conversation_public_view(conversation, order_no),
             "messages": [ev.message_public_view(m) for m in rows],
         }
     payload["agents_online"] = await agents_online(ctx.hub)
@@ -168,7 +164,7 @@ class CustomerSocket:
         async with unit_of_work(self.ctx.sessions) as session:
             conversation = await session.get(Conversation, self.conversation.id)
             order_no = await conversations.order_no_of(session, conversation)
-        return {"type": "ready", "conversation": conversation_payload(conversation, order_no),
+        return {"type": "ready", "conversation": ev.conversation_public_view(conversation, order_no),
                 "agents_online": await agents_online(self.ctx.hub), "server_time": self.ctx.clock.now().isoformat()}
 
     async def catch_up(self, after_seq: int) -> None:
@@ -231,11 +227,12 @@ class CustomerSocket:
         if conversation.id != self.conversation.id:
             self.switch_to(conversation)
             await self.socket.send({"type": "conversation", "conversation_id": conversation.id,
-                                    "conversation": conversation_payload(conversation, order_no)})
+                                    "conversation": ev.conversation_public_view(conversation, order_no)})
         await self.socket.send({"type": "ack", "client_msg_id": msg_id, "seq": posted.message.seq,
                                 "duplicate": posted.duplicate, "message": ev.message_public_view(posted.message)})
-        if not posted.duplicate and self.ctx.settings.bot_enabled:
-            # After the ack: the customer's message is safe whatever the bot does.
+        if not posted.duplicate and self.ctx.settings.bot_enabled and conversation.status == "bot":
+            # After the ack: the customer's message is safe whatever the bot does. (The bot re-checks
+            # the status in its own transaction: an agent may take the conversation meanwhile.)
             self.ctx.spawn(bot_engine.respond(self.ctx, self.conversation.id, posted.message.body), "bot-turn")
 
     async def transform(self, event: dict) -> dict | None:
