@@ -18,6 +18,8 @@ from zaima.context import AppContext, build_context
 from zaima.core.errors import DomainError
 from zaima.core.ratelimit import RateLimiter
 from zaima.migrate import upgrade
+from zaima.service import mail as _mail  # noqa: F401 - registers the "mail.send" job handler
+from zaima.service.loop import service_loop
 from zaima.store import jobs as _store_jobs  # noqa: F401 - registers the store's job handlers
 from zaima.web import STATIC_DIR
 
@@ -59,14 +61,16 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
             await asyncio.to_thread(get_model)
         tune_gc()
         stop = asyncio.Event()
-        worker = asyncio.create_task(jobs.worker_loop(ctx, stop)) if settings.worker_enabled else None
+        loops = [asyncio.create_task(jobs.worker_loop(ctx, stop)),
+                 asyncio.create_task(service_loop(ctx, stop))] if settings.worker_enabled else []
         try:
             yield
         finally:
             stop.set()
             ctx.wake_worker()
-            if worker:
-                await worker
+            ctx.kick_service()
+            for loop in loops:
+                await loop
             await ctx.close()
 
     app = FastAPI(
@@ -103,7 +107,7 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
         return {"status": "ok"}
 
     from zaima.store import admin_api, api
-    from zaima.web import agent_socket, chat, console, pages
+    from zaima.web import agent_socket, chat, console, pages, service_chat
 
     app.include_router(api.router)
     app.include_router(admin_api.router)
@@ -111,9 +115,13 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
 
     app.include_router(bot_admin_api.router)
     app.include_router(chat.router)
+    app.include_router(service_chat.router)
     app.include_router(agent_socket.router)
     app.include_router(console.router)
     app.include_router(console.api)
+    from zaima.web import evidence as evidence_pages
+
+    app.include_router(evidence_pages.router)
     app.include_router(pages.router)
 
     @app.get("/widget.js", include_in_schema=False)

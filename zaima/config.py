@@ -73,6 +73,17 @@ class Settings(BaseSettings):
     llm_model: str = "gpt-4o-mini"
     llm_timeout_seconds: float = 3.0
 
+    # Outbound e-mail (off-hours ticket notices, satisfaction surveys). Off when the host is empty.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_from: str = "Zaima 客服 <support@localhost>"
+    smtp_security: str = "starttls"  # "starttls" | "tls" (implicit, port 465) | "none" (local relays, tests)
+    smtp_timeout_seconds: float = 10.0
+    # Service: how often the SLA/queue sweep runs, and how long an agent's presence outlives its socket.
+    service_sweep_seconds: float = 15.0
+
     lookup_rate_per_ip: int = Field(default=10, description="order lookups per IP per 10 minutes")
     lookup_rate_per_order: int = Field(default=5, description="failed lookups per order per 10 minutes")
 

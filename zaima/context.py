@@ -26,6 +26,7 @@ class AppContext:
     epay: EpayClient | None
     supplier: object | None  # zaima.store.suppliers.SupplierAdapter
     worker_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    service_wakeup: asyncio.Event = field(default_factory=asyncio.Event)  # zaima.service.loop
     # Realtime fan-out and presence. Connects in start() (the app lifespan calls it); a RedisHub also
     # starts itself on first publish or presence call, so code that never runs the lifespan works.
     hub: Hub = field(default_factory=InProcessHub)
@@ -35,6 +36,10 @@ class AppContext:
 
     def wake_worker(self) -> None:
         self.worker_wakeup.set()
+
+    def kick_service(self) -> None:
+        """Ask the service loop for a routing pass now (a hand-off, a freed slot, a presence change)."""
+        self.service_wakeup.set()
 
     tasks: set = field(default_factory=set)
 

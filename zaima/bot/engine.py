@@ -30,7 +30,6 @@ from zaima.bot.knowledge import answer as kb_answer
 from zaima.bot.llm import rephrase
 from zaima.bot.nlu import get_model
 from zaima.bot.slots import extract_slots
-from zaima.conversations import conversations as convs
 from zaima.conversations import messages
 from zaima.conversations.senders import Sender
 from zaima.core.audit import Actor
@@ -38,6 +37,7 @@ from zaima.core.errors import DomainError
 from zaima.core.signing import order_access_token
 from zaima.models import BotAction, BotState, CardKey, Conversation, Order, Product
 from zaima.realtime.publish import publish_after_commit
+from zaima.service import queue
 from zaima.store import aftersales, delivery, orders, payments, refunds, stock, suppliers, timeline
 from zaima.store.views import mask
 
@@ -277,16 +277,16 @@ class Turn:
 
     async def handoff(self, priority: str, text: str, reason: str) -> None:
         ticket = self.conversation.ticket_no
-        self.events += await convs.set_status(self.session, self.ctx.clock, self.conversation, "queued")
-        if priority != "normal":
-            self.events += await convs.set_priority(self.session, self.ctx.clock, self.conversation, priority)
+        self.events += await queue.hand_off(self.session, self.ctx, self.conversation, priority=priority,
+                                            reason=reason)
         if self.facts is not None:
             await timeline.record(self.session, self.facts.order, "handoff", self.actor, self.now, reason=reason,
                                   priority=priority)
         await self.claim("handoff", f"handoff:{self.conversation.id}:{self.conversation.version}:{self.now.timestamp()}",
                          self.facts.order if self.facts else None, priority=priority, reason=reason)
         self.result.handoff = priority
-        self.reply(text.format(ticket=ticket), "handoff")
+        notice = await queue.handoff_notice(self.session, self.ctx, self.conversation)
+        self.reply(text.format(ticket=ticket) + notice, "handoff")
 
     # --- the decision -----------------------------------------------------------------------------
     async def run(self) -> TurnResult:

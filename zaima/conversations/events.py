@@ -137,6 +137,19 @@ def conversation_staff_view(conversation: Conversation, order_no: str | None) ->
         "first_human_reply_at": _iso(conversation.first_human_reply_at),
         "resolved_at": _iso(conversation.resolved_at),
         "version": conversation.version,
+        "vip": conversation.vip,
+        "skill": conversation.skill,
+        "handoff_at": _iso(conversation.handoff_at),
+        "queued_at": _iso(conversation.queued_at),
+        "sla": {  # the console draws countdowns from the due times
+            "policy": conversation.sla_policy,
+            "first_response_due_at": _iso(conversation.first_response_due_at),
+            "next_response_due_at": _iso(conversation.next_response_due_at),
+            "resolution_due_at": _iso(conversation.resolution_due_at),
+            "paused": conversation.sla_paused_at is not None,
+            "warned": list(conversation.sla_warned or []),
+            "breached": list(conversation.sla_breached or []),
+        },
     }
 
 

@@ -14,6 +14,7 @@ from zaima.models.orders import (
     Refund,
     SupplierOrder,
 )
+from zaima.models.service import CsatRating, ProblemReport, SlaEvent
 from zaima.models.staff import StaffUser
 from zaima.models.stock import CardKey, ImportBatch
 
@@ -23,6 +24,7 @@ __all__ = [
     "BotState",
     "CannedResponse",
     "CardKey",
+    "CsatRating",
     "Conversation",
     "Customer",
     "DeliveryAttempt",
@@ -37,8 +39,10 @@ __all__ = [
     "OrderEvent",
     "Payment",
     "PaymentNotification",
+    "ProblemReport",
     "Product",
     "Refund",
+    "SlaEvent",
     "StaffUser",
     "StoreSetting",
     "SupplierOrder",

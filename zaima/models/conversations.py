@@ -38,7 +38,8 @@ class Conversation(Base):
     """One conversation is one ticket: numbered, with a status, an owner and a priority."""
 
     __tablename__ = "conversations"
-    __table_args__ = (Index("ix_conversations_assignee_status", "assignee_id", "status"),)
+    __table_args__ = (Index("ix_conversations_assignee_status", "assignee_id", "status"),
+                      Index("ix_conversations_queue", "status", "queue_front", "queue_rank", "queued_at"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
@@ -58,6 +59,29 @@ class Conversation(Base):
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
     customer_read_seq: Mapped[int] = mapped_column(Integer, default=0)
     agent_read_seq: Mapped[int] = mapped_column(Integer, default=0)
+    # Queue (see zaima.service.queue): when the conversation entered the queue (its place, kept while the
+    # customer is away), its rank (complaints and VIPs first) and whether it was returned to the front.
+    handoff_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # first hand-off to people (FRT start)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    queue_rank: Mapped[int] = mapped_column(Integer, default=0)
+    queue_front: Mapped[bool] = mapped_column(Boolean, default=False)
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    vip: Mapped[bool] = mapped_column(Boolean, default=False)
+    skill: Mapped[str | None] = mapped_column(String(16))  # the order's product kind
+    language: Mapped[str] = mapped_column(String(8), default="zh")
+    # SLA (see zaima.service.sla): the due times of the running targets; paused while pending_customer.
+    sla_policy: Mapped[str | None] = mapped_column(String(16))
+    first_response_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_response_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolution_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sla_paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    awaiting_reply_since: Mapped[datetime | None] = mapped_column(UTCDateTime)  # customer waits for a person
+    sla_warned: Mapped[list] = mapped_column(JSON, default=list)  # metrics warned at 80 % (current targets)
+    sla_breached: Mapped[list] = mapped_column(JSON, default=list)  # metrics breached (current targets)
+    # Off hours: the e-mail address told when a person answers; cleared once it was notified.
+    notify_email: Mapped[str | None] = mapped_column(String(200))
+    csat_round: Mapped[int] = mapped_column(Integer, default=0)  # advanced at each resolve; 0: never asked
+
     # Optimistic lock: a status change decided on a stale read fails and is retried (zaima.db.transact).
     version: Mapped[int] = mapped_column(Integer, default=1)
 

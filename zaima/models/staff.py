@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, String
+from sqlalchemy import JSON, Boolean, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from zaima.db import Base, UTCDateTime
@@ -20,3 +20,9 @@ class StaffUser(Base):
     role: Mapped[str] = mapped_column(String(16), default="agent")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Routing: how many open conversations the agent handles at once, which product kinds (empty: all)
+    # and which languages. Fairness: among equally loaded agents the one assigned longest ago goes first.
+    max_concurrent: Mapped[int] = mapped_column(Integer, default=5)
+    skills: Mapped[list] = mapped_column(JSON, default=list)
+    languages: Mapped[list] = mapped_column(JSON, default=lambda: ["zh"])
+    last_assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

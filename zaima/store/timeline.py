@@ -35,9 +35,11 @@ EVENT_TEXT: dict[str, tuple[str, str]] = {
     "key_replaced": ("已补发新卡密，原卡密作废", "Replacement key delivered; the old one is void"),
     "codes_resent": ("已在会话中重新提供卡密", "Keys shown again in the conversation"),
     "handoff": ("已转人工客服处理", "Handed to a person"),
+    "problem_report": ("已提交问题反馈，客服会尽快处理", "Problem reported; support will follow up"),
     "payment_checked": ("已向支付平台查询付款状态", "Payment status checked with the gateway"),
     "extra_payment": ("收到重复付款，待人工退款", "A second payment arrived; staff will refund it"),
     "late_payment": ("订单关闭后收到付款", "Payment received after the order expired"),
+    "evidence_exported": ("客服导出了工单证据包", "Ticket evidence bundle exported by staff"),
 }
 
 

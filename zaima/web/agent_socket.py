@@ -14,6 +14,7 @@ from zaima.core.errors import NotFound
 from zaima.db import unit_of_work
 from zaima.models import Conversation, StaffUser
 from zaima.realtime.publish import AGENT, forget_online_count, publish_after_commit
+from zaima.service import routing, tickets
 from zaima.web.chat import publish_typing, read
 from zaima.web.socket_base import (
     AGENT_FRAMES_PER_SECOND,
@@ -41,17 +42,26 @@ async def agent_reply(ctx: AppContext, user: StaffUser, conversation_id: int, te
         events = []
         if not internal:
             if conversation.assignee_id is None:
-                events += await conversations.assign(session, ctx.clock, conversation, user)
+                events += await tickets.assign(session, ctx, conversation, user)
             if conversation.status in TAKES_OVER:
-                events += await conversations.set_status(session, ctx.clock, conversation, "open")
+                events += await tickets.change_status(session, ctx, conversation, "open")
+        status_before = conversation.status
         posted = await messages.post_message(session, ctx.clock, ctx.settings, conversation, Sender.agent(user), text,
                                              internal=internal, client_msg_id=msg_id)
         if posted.duplicate:
             events = []
+        events += await tickets.after_post(session, ctx, conversation, posted, status_before)
         publish_after_commit(session, ctx.hub, events + posted.events)
         return posted
 
     return await ctx.transact(post)
+
+
+async def release_conversations(ctx: AppContext, staff_id: int) -> None:
+    async def release(session):
+        publish_after_commit(session, ctx.hub, await routing.release_agent(session, ctx, staff_id))
+
+    await ctx.transact(release)
 
 
 class AgentSocket:
@@ -59,7 +69,9 @@ class AgentSocket:
         self.ctx, self.socket, self.user, self.subscription = ctx, socket, user, subscription
         self.lease = None
 
-    async def set_presence(self, state: str) -> None:
+    async def set_presence(self, state: str, chosen: bool = False) -> None:
+        """`chosen`: the agent picked away/offline in the console (a dropped connection is not a choice:
+        the service loop releases its conversations only after a grace period)."""
         if state == "offline":
             if self.lease is not None:
                 await self.lease.release()
@@ -69,6 +81,9 @@ class AgentSocket:
         else:
             await self.lease.update(state)
         forget_online_count(self.ctx.hub)
+        if chosen and state != "online":  # going away gives back the conversations still waiting for a reply
+            await release_conversations(self.ctx, self.user.id)
+        self.ctx.kick_service()
 
     async def staff_presence(self) -> dict:
         return {"type": "staff_presence", "staff": await self.ctx.hub.get_presence(AGENT)}
@@ -117,7 +132,7 @@ class AgentSocket:
             state = frame.get("state")
             if state not in PRESENCE_STATES:
                 raise FrameError("invalid", ref="presence")
-            await self.set_presence(state)
+            await self.set_presence(state, chosen=True)
             await self.socket.send(await self.staff_presence())
         else:
             raise FrameError("unknown_type", ref=kind)
@@ -153,3 +168,4 @@ async def agent_socket(ws: WebSocket):
         if handler.lease is not None:
             await handler.lease.release()
             forget_online_count(ctx.hub)
+            ctx.kick_service()

@@ -19,6 +19,7 @@ from zaima.core.errors import DomainError, NotFound
 from zaima.db import unit_of_work
 from zaima.models import Attachment, Conversation, Customer, Order
 from zaima.realtime.publish import agents_online, publish_after_commit
+from zaima.service import queue, tickets
 from zaima.web.deps import get_ctx
 from zaima.web.socket_base import (
     CLOSE_TRY_AGAIN,
@@ -164,8 +165,10 @@ class CustomerSocket:
         async with unit_of_work(self.ctx.sessions) as session:
             conversation = await session.get(Conversation, self.conversation.id)
             order_no = await conversations.order_no_of(session, conversation)
+            queue_view = await queue.queue_status(session, self.ctx, conversation)
         return {"type": "ready", "conversation": ev.conversation_public_view(conversation, order_no),
-                "agents_online": await agents_online(self.ctx.hub), "server_time": self.ctx.clock.now().isoformat()}
+                "agents_online": await agents_online(self.ctx.hub), "server_time": self.ctx.clock.now().isoformat(),
+                "queue": queue_view}
 
     async def catch_up(self, after_seq: int) -> None:
         while True:
@@ -218,8 +221,10 @@ class CustomerSocket:
                 customer = await session.get(Customer, self.customer.id)
                 opened = await conversations.open_conversation(session, self.ctx.clock, customer, order)
                 conversation, events = opened.conversation, opened.events
+            status_before = conversation.status
             posted = await messages.post_message(session, self.ctx.clock, self.ctx.settings, conversation, self.sender,
                                                  text, client_msg_id=msg_id)
+            events += await tickets.after_post(session, self.ctx, conversation, posted, status_before)
             publish_after_commit(session, self.ctx.hub, events + posted.events)
             return conversation, posted, await conversations.order_no_of(session, conversation)
 

@@ -21,6 +21,7 @@ from zaima.db import unit_of_work
 from zaima.models import Customer, Order, StaffUser
 from zaima.models.conversations import CONVERSATION_STATUSES
 from zaima.realtime.publish import AGENT, publish_after_commit
+from zaima.service import tickets
 from zaima.staff import authenticate
 from zaima.store import orders, stock
 from zaima.store.views import order_view
@@ -188,13 +189,15 @@ async def _change(ctx: AppContext, conversation_id: int, change) -> dict:
 async def set_status(conversation_id: int, body: StatusIn, ctx: AppContext = Depends(get_ctx),
                      _: StaffUser = Depends(current_agent)):
     return await _change(ctx, conversation_id,
-                         lambda session, c: conversations.set_status(session, ctx.clock, c, body.status))
+                         lambda session, c: tickets.change_status(session, ctx, c, body.status))
 
 
-def check_may_assign(user: StaffUser, current: int | None, new: int | None) -> None:
+def check_may_assign(user: StaffUser, current: int | None, new: int | None, breached: bool = False) -> None:
     """Agents take unassigned conversations and let go of their own; supervisors and admins may also
-    hand anyone's conversation to anyone."""
+    hand anyone's conversation to anyone. A ticket that breached its SLA may be taken by any agent."""
     if user.role in ("supervisor", "admin"):
+        return
+    if breached and new == user.id:
         return
     if current not in (None, user.id) or new not in (None, user.id):
         raise Forbidden("只有主管可以改派其他客服的会话", "only a supervisor can reassign other agents' conversations")
@@ -204,13 +207,13 @@ def check_may_assign(user: StaffUser, current: int | None, new: int | None) -> N
 async def assign(conversation_id: int, body: AssignIn, ctx: AppContext = Depends(get_ctx),
                  user: StaffUser = Depends(current_agent)):
     async def change(session, conversation):
-        check_may_assign(user, conversation.assignee_id, body.assignee_id)
+        check_may_assign(user, conversation.assignee_id, body.assignee_id, bool(conversation.sla_breached))
         staff = None
         if body.assignee_id is not None:
             staff = await session.get(StaffUser, body.assignee_id)
             if staff is None or not staff.active:
                 raise NotFound("找不到这位客服", "no such agent", field="assignee_id")
-        return await conversations.assign(session, ctx.clock, conversation, staff)
+        return await tickets.assign(session, ctx, conversation, staff)
 
     return await _change(ctx, conversation_id, change)
 

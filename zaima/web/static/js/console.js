@@ -186,7 +186,7 @@ function renderOrder() {
   const p = $("#order");
   p.textContent = "";
   const o = state.order;
-  if (!o) { p.append(el("p", "muted", tr("这个会话没有关联订单。", "This conversation has no order."))); return; }
+  if (!o) { p.append(el("p", "muted", tr("这个会话没有关联订单。", "This conversation has no order.")), evidenceLinks()); return; }
   p.dataset.testid = "order-panel";
   const h = el("h3", null, tr("订单 ", "Order ") + o.display_no);
   const st = el("span", "badge o-" + o.status, LANG === "en" ? o.status_text_en : o.status_text);
@@ -221,6 +221,23 @@ function renderOrder() {
   section(tr("时间线", "Timeline"), o.timeline, (e) => `${fmtTime(e.at)} ${LANG === "en" ? e.text_en : e.text} · ${pickText(ACTOR_TEXT, e.actor)}${e.reason ? " · " + e.reason : ""}`);
   section(tr("发货记录", "Delivery attempts"), o.delivery_attempts, (a) => `${fmtTime(a.at)} ${pickText(METHOD_TEXT, a.method)} · ${pickText(RESULT_TEXT, a.result)} × ${a.quantity}`);
   section(tr("供应商记录", "Supplier log"), o.supplier_orders, (s) => `${s.request_id} · ${s.status}${s.supplier_order_no ? " · " + s.supplier_order_no : ""}${s.message ? " · " + s.message : ""}`);
+  p.append(evidenceLinks());
+}
+
+// The ticket's evidence bundle (for disputes): a printable page in a new tab, or the JSON. Each export is audited.
+function evidenceLinks() {
+  const box = el("p", "evidence");
+  const page = el("a", "btn small", tr("证据包", "Evidence"));
+  page.href = `/console/conversations/${state.current.id}/evidence`;
+  page.target = "_blank"; page.rel = "noopener";
+  page.title = tr("打开可打印的证据包（导出会写入订单记录）", "Open the printable evidence bundle (exports are logged)");
+  page.dataset.testid = "evidence-page";
+  const json = el("a", "btn small", tr("下载 JSON", "Download JSON"));
+  json.href = `/console/api/conversations/${state.current.id}/evidence.json`;
+  json.download = "";
+  json.dataset.testid = "evidence-json";
+  box.append(page, " ", json);
+  return box;
 }
 
 async function revealKeys() {

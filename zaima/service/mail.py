@@ -1,0 +1,179 @@
+"""Outbound e-mail (off-hours notices, replies, satisfaction surveys) over real SMTP with aiosmtplib.
+
+Mail is never sent from inside a request: `queue_mail` writes a durable "mail.send" job in the caller's
+transaction, so the mail leaves only if that transaction commits, survives restarts, and is retried with
+the jobs' backoff while the SMTP server is unreachable. Mail is off while `settings.smtp_host` is empty.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import hashlib
+import re
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid, parseaddr
+
+import aiosmtplib
+import structlog
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from zaima.jobs import enqueue, handler
+from zaima.models import Job
+
+log = structlog.get_logger("zaima.mail")
+
+MAIL_JOB = "mail.send"
+# A marker row in `jobs` that remembers, for good, that a dedupe key was used (see queue_mail).
+MAIL_SENT_MARKER = "mail.dedupe"
+SECURITY_MODES = ("starttls", "tls", "none")
+# Headers a caller may set; everything else (From, To, Subject, MIME) is ours to build.
+ALLOWED_HEADERS = {"message-id", "date", "in-reply-to", "references", "reply-to", "auto-submitted",
+                   "list-unsubscribe", "x-zaima-ticket"}
+# 7bit: bodies go out base64 / quoted-printable, so no relay has to support 8BITMIME.
+_POLICY = email.policy.SMTP.clone(cte_type="7bit")
+
+# ASCII addresses only (a UTF-8 mailbox needs SMTPUTF8, which many relays refuse). No quotes, commas, angle
+# brackets or whitespace: the value goes into a header and onto the SMTP command line as it is.
+_LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"^(?=.{{1,64}}@){_LOCAL}@{_LABEL}(?:\.{_LABEL})*\.[A-Za-z]{{2,63}}$")
+
+
+class MailError(Exception):
+    """The mail could not be handed to the SMTP server (down, refused, timed out, misconfigured)."""
+
+
+def is_email(contact: str | None) -> bool:
+    """Whether a customer contact is an address we can mail (a phone number, QQ or WeChat id is not)."""
+    if not isinstance(contact, str):
+        return False
+    value = contact.strip()
+    return len(value) <= 254 and _EMAIL.match(value) is not None
+
+
+def mail_enabled(settings) -> bool:
+    return bool(settings.smtp_host)
+
+
+def _sender_domain(settings) -> str:
+    address = parseaddr(settings.smtp_from)[1]
+    return address.rpartition("@")[2] or "localhost"
+
+
+def _one_line(text: str) -> str:
+    """Header text on one line: a newline in a subject would otherwise be refused by the email package."""
+    return " ".join(str(text).split())
+
+
+def build_message(settings, to: str, subject: str, text: str, html: str | None = None, *,
+                  headers: dict | None = None) -> EmailMessage:
+    """The message as it goes out: UTF-8 bodies (plain text, plus HTML as an alternative), encoded headers
+    so a Chinese subject survives every relay, a Message-ID and a Date."""
+    extra = {str(k): _one_line(v) for k, v in (headers or {}).items()}
+    unknown = {k for k in extra if k.lower() not in ALLOWED_HEADERS}
+    if unknown:
+        raise MailError(f"header(s) not allowed: {', '.join(sorted(unknown))}")
+    message = EmailMessage(policy=_POLICY)
+    message["From"] = settings.smtp_from
+    message["To"] = to.strip()
+    message["Subject"] = _one_line(subject)
+    for name, value in extra.items():
+        message[name] = value
+    if "Date" not in message:
+        message["Date"] = format_datetime(datetime.now(UTC))
+    if "Message-ID" not in message:
+        message["Message-ID"] = make_msgid(domain=_sender_domain(settings))
+    message.set_content(text, charset="utf-8")
+    if html is not None:
+        message.add_alternative(html, subtype="html", charset="utf-8")
+    return message
+
+
+async def send_mail(settings, to: str, subject: str, text: str, html: str | None = None, *,
+                    headers: dict | None = None) -> None:
+    """Hand one mail to the configured SMTP server now. Raises MailError when it did not go out."""
+    if not mail_enabled(settings):
+        raise MailError("mail is off (ZAIMA_SMTP_HOST is empty)")
+    if not is_email(to):
+        raise MailError("not an e-mail address")
+    security = settings.smtp_security
+    if security not in SECURITY_MODES:
+        raise MailError(f"smtp_security must be one of {', '.join(SECURITY_MODES)}, not {security!r}")
+    try:
+        message = build_message(settings, to, subject, text, html, headers=headers)
+    except (ValueError, TypeError) as exc:  # a malformed header value: retrying will not fix it
+        raise MailError(f"malformed message: {exc}") from exc
+    try:
+        await aiosmtplib.send(
+            message,
+            hostname=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username or None,
+            password=settings.smtp_password or None,
+            use_tls=security == "tls",
+            start_tls=security == "starttls",  # "none" must not even try STARTTLS opportunistically
+            timeout=settings.smtp_timeout_seconds,
+        )
+    except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as exc:
+        # The address is never logged or put in the error (it is the customer's); the server's answer is.
+        raise MailError(f"SMTP {settings.smtp_host}:{settings.smtp_port}: {exc!r}"[:500]) from exc
+    log.info("mail_sent", message_id=message["Message-ID"])
+
+
+def _marker_key(dedupe_key: str) -> str:
+    """Fits the 100-character dedupe column whatever the caller's key looks like."""
+    key = f"mail:{dedupe_key}"
+    if len(key) <= 100:
+        return key
+    return "mail:sha256:" + hashlib.sha256(dedupe_key.encode()).hexdigest()
+
+
+def _insert_marker(dialect: str, **values):
+    insert = sqlite_insert if dialect == "sqlite" else pg_insert
+    return insert(Job).values(**values).on_conflict_do_nothing(index_elements=[Job.dedupe_key]).returning(Job.id)
+
+
+async def queue_mail(session: AsyncSession, ctx, *, to: str, subject: str, text: str, html: str | None = None,
+                     dedupe_key: str) -> bool:
+    """Queue a mail in the caller's transaction: it goes out once that transaction commits, is retried with
+    backoff while SMTP fails, and is sent once per `dedupe_key`, ever.
+
+    Returns False (and queues nothing) when mail is off or `to` is not an e-mail address; True when the mail
+    is queued, or already was under this dedupe key.
+
+    A job's own dedupe key only holds while the job is pending (finishing frees it), so a second call after
+    the first mail went out would send it again. Instead the key goes on a marker row in `jobs` that is
+    already finished (no worker ever picks it up, nothing frees its key): inserted with `ON CONFLICT DO
+    NOTHING` in the same transaction as the mail job, so a concurrent second caller waits for the first and
+    then finds the key taken, and a rollback takes both rows back.
+    """
+    if not dedupe_key:
+        raise ValueError("queue_mail needs a dedupe_key")
+    if not mail_enabled(ctx.settings) or not is_email(to):
+        return False
+    now = ctx.clock.now()
+    claimed = await session.scalar(_insert_marker(
+        session.bind.dialect.name, kind=MAIL_SENT_MARKER, payload={}, dedupe_key=_marker_key(dedupe_key),
+        status="done", run_at=now, attempts=0, created_at=now, finished_at=now, last_error=""))
+    if claimed is None:
+        return True  # queued (and maybe sent) before under this key
+    headers = {
+        # Fixed now, so a retried send carries the same Message-ID (a receiving server may drop the repeat).
+        "Message-ID": make_msgid(domain=_sender_domain(ctx.settings)),
+        "Date": format_datetime(now),
+        "Auto-Submitted": "auto-generated",
+    }
+    payload = {"to": to.strip(), "subject": subject, "text": text, "html": html, "headers": headers,
+               "dedupe_key": dedupe_key}
+    await enqueue(session, ctx, MAIL_JOB, payload)
+    return True
+
+
+@handler(MAIL_JOB)
+async def send_mail_job(ctx, payload: dict) -> None:
+    """A MailError fails the run; the worker retries it with backoff, then marks the job failed."""
+    await send_mail(ctx.settings, payload["to"], payload["subject"], payload["text"], payload.get("html"),
+                    headers=payload.get("headers"))

@@ -1,0 +1,253 @@
+"""The human queue: hand-off into it, its order, each customer's live position and an honest wait.
+
+Order: conversations returned to the queue by an agent who left come first (they had their turn), then
+by rank (urgent > high/complaint/VIP > normal > low), then by the time they entered the queue. The
+place is the conversation's, not the socket's: leaving and coming back keeps it.
+
+Expected wait (see docs/metrics.md): every online agent has `max_concurrent` slots. A free slot takes
+the next conversation now; an occupied slot is expected to free when its conversation has been handled
+for the recent mean handling time (at least a fifth of it from now). Walking the queue in order, each
+conversation takes the earliest slot, which then frees again one handling time later. The wait of a
+conversation is when its slot frees. With nobody online there is no honest number: the customer is
+told when service opens and by when the SLA promises a reply.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from zaima.conversations import conversations as convs
+from zaima.conversations import events as ev
+from zaima.conversations.events import Event
+from zaima.db import on_commit
+from zaima.models import Conversation, Customer, Order, Product, StaffUser
+from zaima.service import mail, sla
+from zaima.service.calendar import describe_time
+from zaima.service.policy import is_vip
+from zaima.service.sla import ServiceConfig
+
+RANKS = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
+VIP_RANK = 2  # a VIP waits in the complaint lane at least
+DEFAULT_HANDLE = timedelta(minutes=8)  # until there is history to learn from
+HANDLE_SAMPLE = 50
+MIN_REMAINING_SHARE = 5  # an occupied slot frees in at least 1/5 of a handling time
+
+
+def rank_of(priority: str, vip: bool) -> int:
+    rank = RANKS.get(priority, 1)
+    return max(rank, VIP_RANK) if vip else rank
+
+
+def queue_order():
+    return (Conversation.queue_front.desc(), Conversation.queue_rank.desc(), Conversation.queued_at,
+            Conversation.id)
+
+
+def schedule_routing(session: AsyncSession, ctx) -> None:
+    """Once this unit of work commits, let the service loop route and refresh positions now."""
+    on_commit(session, ctx.kick_service)
+
+
+async def _facts(session: AsyncSession, conversation: Conversation) -> tuple[str | None, str | None]:
+    """The product kind (for skills) and the buyer's contact (for VIP and e-mail) of the ticket."""
+    if conversation.order_id is not None:
+        row = (await session.execute(select(Product.kind, Order.contact).join(Order, Order.product_id == Product.id)
+                                     .where(Order.id == conversation.order_id))).first()
+        if row is not None:
+            return row[0], row[1]
+    contact = await session.scalar(select(Customer.contact).where(Customer.id == conversation.customer_id))
+    return None, contact
+
+
+async def hand_off(session: AsyncSession, ctx, conversation: Conversation, *, priority: str = "normal",
+                   reason: str = "", cfg: ServiceConfig | None = None, online: int | None = None) -> list[Event]:
+    """Put the conversation in the queue for a person (转人工): always honoured at once.
+
+    Sets its lane (priority, VIP), its place, its SLA targets and, when no one can answer now (off
+    hours or nobody online) and the buyer left an e-mail address, the address told when a person
+    answers. Routing runs after commit. `online` (agents online) may be passed when already known.
+    """
+    cfg = cfg or await sla.load_config(session)
+    now = ctx.clock.now()
+    events: list[Event] = []
+    if RANKS.get(priority, 1) > RANKS.get(conversation.priority, 1):
+        events += await convs.set_priority(session, ctx.clock, conversation, priority)
+    old = conversation.status
+    if old in ("open", "pending_customer"):
+        return events  # a person already has it
+    skill, contact = await _facts(session, conversation)
+    conversation.skill = skill
+    conversation.vip = conversation.vip or await is_vip(session, cfg.vip, contact, now)
+    conversation.handoff_at = conversation.handoff_at or now
+    if old != "queued" or conversation.queued_at is None:
+        conversation.queued_at = now
+        conversation.queue_front = False
+    conversation.queue_rank = rank_of(conversation.priority, conversation.vip)
+    if old != "queued":
+        events += await convs.set_status(session, ctx.clock, conversation, "queued")
+    sla.start(cfg, conversation, now)
+    sla.retarget(cfg, conversation)
+    if online is None:
+        online = len(await online_agents(ctx))
+    if (not cfg.calendar.is_open(now) or online == 0) and mail.is_email(contact):
+        conversation.notify_email = contact
+    events += await convs.changed_events(session, conversation)
+    schedule_routing(session, ctx)
+    return events
+
+
+async def online_agents(ctx) -> set[str]:
+    """Usernames of agents whose presence is 'online' on any node (away and offline take nothing)."""
+    from zaima.realtime.publish import AGENT
+
+    return {name for name, state in (await ctx.hub.get_presence(AGENT)).items() if state == "online"}
+
+
+# --- positions and the expected wait -------------------------------------------------------------------------
+
+
+@dataclass
+class Snapshot:
+    """The queue and the online agents' slots at one instant."""
+
+    now: datetime
+    queued: list[int]  # conversation ids in queue order
+    slots: list[datetime] = field(default_factory=list)  # when each online slot is expected to be free
+    handle: timedelta = DEFAULT_HANDLE
+    agents_online: int = 0
+
+    def waits(self) -> dict[int, timedelta | None]:
+        """Expected wait of every queued conversation (None when no agent is online)."""
+        if not self.slots:
+            return {cid: None for cid in self.queued}
+        heap = list(self.slots)
+        heapq.heapify(heap)
+        result = {}
+        for cid in self.queued:
+            free_at = max(heapq.heappop(heap), self.now)
+            result[cid] = free_at - self.now
+            heapq.heappush(heap, free_at + self.handle)
+        return result
+
+
+async def mean_handling_time(session: AsyncSession, now: datetime) -> timedelta:
+    """Mean time from assignment to resolution over recent tickets (the last 50 in 7 days)."""
+    rows = (await session.execute(
+        select(Conversation.assigned_at, Conversation.resolved_at)
+        .where(Conversation.resolved_at.is_not(None), Conversation.assigned_at.is_not(None),
+               Conversation.resolved_at >= now - timedelta(days=7), Conversation.resolved_at > Conversation.assigned_at)
+        .order_by(Conversation.resolved_at.desc()).limit(HANDLE_SAMPLE))).all()
+    if len(rows) < 3:
+        return DEFAULT_HANDLE
+    return sum((resolved - assigned for assigned, resolved in rows), timedelta()) / len(rows)
+
+
+async def snapshot(session: AsyncSession, online: set[str], now: datetime) -> Snapshot:
+    queued = list(await session.scalars(select(Conversation.id).where(Conversation.status == "queued")
+                                        .order_by(*queue_order())))
+    handle = await mean_handling_time(session, now)
+    snap = Snapshot(now, queued, handle=handle)
+    if not online:
+        return snap
+    agents = (await session.execute(select(StaffUser.id, StaffUser.max_concurrent)
+                                    .where(StaffUser.username.in_(online), StaffUser.active.is_(True)))).all()
+    snap.agents_online = len(agents)
+    busy: dict[int, list[datetime]] = {}
+    if agents:
+        rows = await session.execute(select(Conversation.assignee_id, Conversation.assigned_at)
+                                     .where(Conversation.status == "open",
+                                            Conversation.assignee_id.in_([a.id for a in agents])))
+        for assignee, assigned_at in rows:
+            busy.setdefault(assignee, []).append(assigned_at or now)
+    floor = handle / MIN_REMAINING_SHARE
+    for agent_id, capacity in agents:
+        started = sorted(busy.get(agent_id, []))
+        for assigned_at in started[:capacity]:
+            snap.slots.append(now + max(assigned_at + handle - now, floor))
+        snap.slots.extend([now] * max(0, capacity - len(started)))
+    return snap
+
+
+def status_view(conversation: Conversation, position: int, waiting: int, wait: timedelta | None,
+                cfg: ServiceConfig, agents_online: int, now: datetime) -> dict:
+    """What the customer's widget shows while queued (see docs/realtime.md, frame `queue`)."""
+    calendar = cfg.calendar
+    open_now = calendar.is_open(now)
+    next_open = None if open_now else calendar.next_open(now)
+    reply_by = conversation.first_response_due_at or conversation.next_response_due_at
+    return {
+        "ticket_no": conversation.ticket_no,
+        "position": position,
+        "waiting": waiting,
+        "expected_wait_seconds": None if wait is None or not open_now else int(wait.total_seconds()),
+        "agents_online": agents_online,
+        "open_now": open_now,
+        "next_open_at": next_open.isoformat() if next_open else None,
+        "next_open_text": describe_time(calendar, next_open, now, "zh") if next_open else None,
+        "next_open_text_en": describe_time(calendar, next_open, now, "en") if next_open else None,
+        "reply_by": reply_by.isoformat() if reply_by else None,
+        "reply_by_text": describe_time(calendar, reply_by, now, "zh") if reply_by else None,
+        "reply_by_text_en": describe_time(calendar, reply_by, now, "en") if reply_by else None,
+    }
+
+
+async def queue_events(session: AsyncSession, ctx, cfg: ServiceConfig | None = None,
+                       online: set[str] | None = None, limit: int = 500) -> list[Event]:
+    """A `queue` event for each queued conversation's customer (its position may have moved)."""
+    cfg = cfg or await sla.load_config(session)
+    online = await online_agents(ctx) if online is None else online
+    now = ctx.clock.now()
+    snap = await snapshot(session, online, now)
+    if not snap.queued:
+        return []
+    waits = snap.waits()
+    ids = snap.queued[:limit]
+    rows = {c.id: c for c in await session.scalars(select(Conversation).where(Conversation.id.in_(ids)))}
+    events = []
+    for position, cid in enumerate(ids, start=1):
+        view = status_view(rows[cid], position, len(snap.queued), waits[cid], cfg, snap.agents_online, now)
+        events.append(Event(ev.public_topic(cid), {"type": "queue", "conversation_id": cid, "queue": view}))
+    return events
+
+
+async def queue_status(session: AsyncSession, ctx, conversation: Conversation) -> dict | None:
+    """The queue view of one conversation (the socket's `ready` frame); None when it is not queued."""
+    if conversation.status != "queued":
+        return None
+    for event in await queue_events(session, ctx):
+        if event.payload["conversation_id"] == conversation.id:
+            return event.payload["queue"]
+    return None
+
+
+def _mask_email(address: str) -> str:
+    name, _, domain = address.partition("@")
+    return f"{name[:2]}***@{domain}"
+
+
+async def handoff_notice(session: AsyncSession, ctx, conversation: Conversation) -> str:
+    """What the customer is told right after the hand-off, honestly: the place and wait when people are
+    on duty; otherwise when service opens and by when a reply is promised (and where it will be sent)."""
+    view = await queue_status(session, ctx, conversation)
+    if view is None:
+        return ""
+    mailed = f"客服回复后会发邮件通知到 {_mask_email(conversation.notify_email)}。" if conversation.notify_email else ""
+    reply_by = f"我们承诺在 {view['reply_by_text']} 前回复你。" if view["reply_by_text"] else ""
+    if not view["open_now"]:
+        return f"\n现在是非服务时间，人工客服将于 {view['next_open_text']} 上线，{reply_by}{mailed}"
+    if not view["agents_online"]:
+        return f"\n目前暂无客服在线，{reply_by}{mailed}"
+    ahead = view["position"] - 1
+    wait = view["expected_wait_seconds"]
+    waiting = f"预计等待约 {max(1, round(wait / 60))} 分钟。" if wait else "马上为你接入。"
+    return f"\n你前面还有 {ahead} 位，{waiting}" if ahead else f"\n{waiting}"
+
+
+async def queue_length(session: AsyncSession) -> int:
+    return await session.scalar(select(func.count()).select_from(Conversation)
+                                .where(Conversation.status == "queued")) or 0

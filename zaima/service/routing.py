@@ -1,0 +1,144 @@
+"""Routing: queued conversations go to online agents with free capacity, in queue order.
+
+- Capacity: an agent holds at most `max_concurrent` conversations in status `open` (a conversation
+  waiting on the customer does not occupy a slot).
+- Skills: an agent with product kinds in `skills` takes only those kinds (no kinds: every kind); the
+  conversation's language must be one of the agent's `languages`. A conversation nobody online
+  matches goes to any agent after waiting `SKILL_FALLBACK`, so a skill gap never strands a customer.
+- Choice: least loaded first, then the agent assigned longest ago (fair over the day), then by id.
+- Backlog: each pass walks the queue from the front, so freed capacity takes the longest-waiting
+  conversation of the highest lane first (first in, first out within a lane).
+- Leaving: an agent who goes away or offline (or whose connection has been gone for
+  `ABSENCE_GRACE`) gives back every conversation still waiting for a reply; they return to the front.
+
+One routing pass at a time across nodes (a transaction-scoped advisory lock on PostgreSQL; SQLite
+writes are serial anyway), so two nodes never fill one agent's last slot twice.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from zaima.conversations import conversations as convs
+from zaima.conversations.events import Event
+from zaima.conversations.messages import post_message
+from zaima.conversations.senders import Sender
+from zaima.models import Conversation, StaffUser
+from zaima.service.queue import queue_order
+
+SKILL_FALLBACK = timedelta(minutes=5)
+ABSENCE_GRACE = timedelta(seconds=60)
+ROUTING_LOCK = 7_232_031  # pg_advisory_xact_lock key
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# When this node first saw an agent with unanswered conversations absent (staff id → time), per context.
+_absent_since: dict[tuple[int, int], datetime] = {}
+
+
+def matches(agent: StaffUser, conversation: Conversation, now: datetime) -> bool:
+    kinds = agent.skills or []
+    languages = agent.languages or ["zh"]
+    if (not kinds or conversation.skill is None or conversation.skill in kinds) and conversation.language in languages:
+        return True
+    waited_since = conversation.queued_at or now
+    return now - waited_since >= SKILL_FALLBACK
+
+
+async def _lock(session: AsyncSession) -> None:
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ROUTING_LOCK})
+
+
+async def loads(session: AsyncSession, agent_ids: list[int]) -> dict[int, int]:
+    if not agent_ids:
+        return {}
+    rows = await session.execute(select(Conversation.assignee_id, func.count())
+                                 .where(Conversation.status == "open", Conversation.assignee_id.in_(agent_ids))
+                                 .group_by(Conversation.assignee_id))
+    return {agent_id: count for agent_id, count in rows}
+
+
+async def assign_to(session: AsyncSession, ctx, conversation: Conversation, agent: StaffUser) -> list[Event]:
+    """Give a waiting conversation to `agent`: it leaves the queue, and the customer is told who took it."""
+    now = ctx.clock.now()
+    events = await convs.assign(session, ctx.clock, conversation, agent)
+    conversation.assigned_at = now
+    conversation.queued_at = None
+    conversation.queue_front = False
+    agent.last_assigned_at = now
+    posted = await post_message(session, ctx.clock, ctx.settings, conversation, Sender.system(),
+                                f"客服「{agent.display_name}」已接入，正在查看你的问题。")
+    return events + posted.events
+
+
+async def route(session: AsyncSession, ctx, online: set[str]) -> list[Event]:
+    """One routing pass: assign as much of the queue as the online agents' free capacity allows."""
+    if not online:
+        return []
+    await _lock(session)
+    now = ctx.clock.now()
+    agents = list(await session.scalars(select(StaffUser).where(StaffUser.username.in_(online),
+                                                                StaffUser.active.is_(True))))
+    if not agents:
+        return []
+    load = await loads(session, [a.id for a in agents])
+    free = sum(max(0, a.max_concurrent - load.get(a.id, 0)) for a in agents)
+    if free <= 0:
+        return []
+    waiting = await session.scalars(select(Conversation)
+                                    .where(Conversation.status == "queued", Conversation.assignee_id.is_(None))
+                                    .order_by(*queue_order()).limit(500))
+    events: list[Event] = []
+    for conversation in waiting:
+        candidates = [a for a in agents if load.get(a.id, 0) < a.max_concurrent and matches(a, conversation, now)]
+        if not candidates:
+            continue
+        agent = min(candidates, key=lambda a: (load.get(a.id, 0), a.last_assigned_at or _EPOCH, a.id))
+        events += await assign_to(session, ctx, conversation, agent)
+        load[agent.id] = load.get(agent.id, 0) + 1
+        free -= 1
+        if free <= 0:
+            break
+    return events
+
+
+def _unanswered():
+    return or_(Conversation.first_human_reply_at.is_(None), Conversation.awaiting_reply_since.is_not(None))
+
+
+async def release_agent(session: AsyncSession, ctx, agent_id: int) -> list[Event]:
+    """The agent left (away, offline, gone): their conversations still waiting for a reply go back to the
+    front of the queue, longest waiting first. Answered ones stay theirs until the customer writes again."""
+    rows = await session.scalars(select(Conversation).where(Conversation.assignee_id == agent_id,
+                                                            Conversation.status == "open", _unanswered()))
+    events: list[Event] = []
+    for conversation in rows:
+        conversation.queue_front = True
+        conversation.queued_at = conversation.awaiting_reply_since or conversation.handoff_at or ctx.clock.now()
+        conversation.assigned_at = None
+        events += await convs.assign(session, ctx.clock, conversation, None)  # → queued
+    return events
+
+
+async def release_absent(session: AsyncSession, ctx, online: set[str]) -> list[Event]:
+    """Release the conversations of agents whose connection has been gone for ABSENCE_GRACE (a reload or
+    a flaky network must not cost the agent their conversations; a closed laptop must not strand them)."""
+    now = ctx.clock.now()
+    rows = (await session.execute(
+        select(StaffUser.id, StaffUser.username).join(Conversation, Conversation.assignee_id == StaffUser.id)
+        .where(Conversation.status == "open", _unanswered()).distinct())).all()
+    absent = {agent_id for agent_id, username in rows if username not in online}
+    key = id(ctx)
+    for (ctx_key, agent_id) in list(_absent_since):
+        if ctx_key == key and agent_id not in absent:
+            del _absent_since[(ctx_key, agent_id)]
+    events: list[Event] = []
+    for agent_id in absent:
+        since = _absent_since.setdefault((key, agent_id), now)
+        if now - since >= ABSENCE_GRACE:
+            events += await release_agent(session, ctx, agent_id)
+            del _absent_since[(key, agent_id)]
+    return events
