@@ -122,6 +122,10 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
     from zaima.web import evidence as evidence_pages
 
     app.include_router(evidence_pages.router)
+    from zaima.web import service_admin
+
+    app.include_router(service_admin.router)
+    app.include_router(service_admin.console_api)
     app.include_router(pages.router)
 
     @app.get("/widget.js", include_in_schema=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from tests.conversations.helpers import make_customer, make_conversation
+from tests.conversations.helpers import make_conversation, make_customer
 from zaima.conversations.conversations import get_conversation
 from zaima.db import unit_of_work
 from zaima.models import StaffUser
@@ -71,5 +71,3 @@ async def set_status(ctx, conversation_id: int, status: str):
 async def service_pass(ctx) -> None:
     await run_pass(ctx)
 
-
-__all__ = ["make_agent", "go_online", "ticket", "conv", "set_status", "service_pass", "local", "set_hours"]

@@ -6,8 +6,16 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from tests.service.helpers import (ALL_DAY, conv, go_online, make_agent, service_pass, set_hours, set_status,
-                                   ticket)
+from tests.service.helpers import (
+    ALL_DAY,
+    conv,
+    go_online,
+    make_agent,
+    service_pass,
+    set_hours,
+    set_status,
+    ticket,
+)
 from tests.store.helpers import make_order, make_product
 from zaima.db import unit_of_work
 from zaima.models import Message, Order
@@ -167,6 +175,7 @@ async def test_position_and_expected_wait(ctx, clock):
     await set_hours(ctx, ALL_DAY)
     first, second, third = await ticket(ctx), await ticket(ctx), await ticket(ctx)
     async with unit_of_work(ctx.sessions) as session:
+        assert (await queue.queue_status(session, ctx, await session.get(type(first), first.id)))["position"] == 1
         view = await queue.queue_status(session, ctx, await session.get(type(second), second.id))
     assert view["position"] == 2 and view["waiting"] == 3
     assert view["expected_wait_seconds"] is None and view["agents_online"] == 0  # no honest number yet

@@ -7,7 +7,16 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from tests.service.helpers import ALL_DAY, conv, local, make_agent, service_pass, set_hours, set_status, ticket
+from tests.service.helpers import (
+    ALL_DAY,
+    conv,
+    local,
+    make_agent,
+    service_pass,
+    set_hours,
+    set_status,
+    ticket,
+)
 from zaima.db import unit_of_work
 from zaima.models import SlaEvent
 from zaima.service import sla

@@ -1,0 +1,571 @@
+"""One simulated service day through the real queue, routing and SLA code, on a real database.
+
+Simulated time (a FrozenClock moved from event to event), real code: every hand-off is
+`zaima.service.queue.hand_off` in a unit of work, the customer's prediction is read the way the widget
+gets it (`queue.queue_status` → `expected_wait_seconds`, in the hand-off's transaction, as the bot's
+hand-off notice does), every event is followed by one `zaima.service.loop.run_pass` (release absent
+agents, SLA sweep, routing, positions), agents reply through `zaima.web.agent_socket.agent_reply` and
+resolve through `zaima.service.tickets.change_status`. Agents' presence is real hub presence
+(InProcessHub on the FrozenClock; see PRESENCE_TTL below).
+
+Events (a heap over simulated time): arrival (customer + conversation in `bot`, one customer message,
+hand-off), agent shift start (presence online) and end (presence released, then `release_conversations`
+as the console does when an agent picks offline: assigned conversations not yet answered go back to the
+front of the queue; answered ones stay with the agent, who resolves them after the end of the shift),
+the agent's first reply, the resolve, a periodic sweep (the service loop's timer) and an hourly log line.
+
+    .venv/bin/python bench/queue_sim.py                      # SQLite temp file, seed 1
+    .venv/bin/python bench/queue_sim.py --seed 7 --scale 1.5
+    .venv/bin/python bench/queue_sim.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/zaima_qsim
+
+Human-readable progress on stderr; the last line of stdout is one JSON object. See docs/benchmarks.md,
+"Queue: expected wait", for the definitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import heapq
+import json
+import logging
+import math
+import random
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import log  # noqa: E402
+
+TZ = ZoneInfo("Asia/Shanghai")
+# Hand-offs per local hour 00..23 (≈ 480 a day): a card shop's curve, quiet at night, a lunch peak
+# 12-14 and the evening peak 20-23 (after school / work, when games are played).
+DEFAULT_CURVE = "16,10,6,3,2,2,3,5,9,14,18,24,32,34,28,22,20,20,24,30,40,44,42,30"
+DEFAULT_SHIFTS = "morning:2:09:00-15:00,evening:3:15:00-23:00,night:1:23:00-02:00"
+# The hub's heartbeat runs on real time (asyncio.sleep(10)) while presence expiry reads the injected
+# clock: with the default 30 s ttl an agent vanishes once the FrozenClock jumps more than 30 s between
+# two heartbeats, i.e. after almost every event. Leases are therefore held with a ttl longer than the run.
+PRESENCE_TTL = 7 * 24 * 3600
+WAIT_THRESHOLD = 30  # seconds: a conversation assigned sooner had no wait to predict
+
+# Tie order at one instant: agents come on before anything else, leave last.
+ORDER = {"shift_start": 0, "resolve": 1, "reply": 2, "arrival": 3, "sweep": 4, "hour": 5, "shift_end": 6}
+
+
+@dataclass
+class Rec:
+    """What the simulation knows of one handed-off conversation."""
+
+    cid: int
+    n: int  # arrival number
+    priority: str
+    vip: bool
+    handoff_at: datetime
+    predicted: int | None  # expected_wait_seconds as the widget showed it at hand-off
+    position: int
+    queue_len: int
+    agents_online: int
+    open_now: bool
+    what_if: dict = field(default_factory=dict)  # analysis only: other estimators' predictions (seconds)
+    first_assigned_at: datetime | None = None
+    assignee: int | None = None
+    assigned_at: datetime | None = None  # the current assignment (token for its reply / resolve events)
+    assignments: int = 0
+    releases: int = 0
+    replied: bool = False
+    resolved_at: datetime | None = None
+    handle_s: float = 0.0
+
+
+@dataclass
+class Agent:
+    username: str
+    shift: str
+    start: tuple[int, int]
+    end: tuple[int, int]
+    staff_id: int = 0
+    user: object = None
+    lease: object = None
+    holding: set[int] = field(default_factory=set)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..1); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def hm(text: str) -> tuple[int, int]:
+    h, m = text.split(":")
+    return int(h), int(m)
+
+
+def parse_shifts(text: str) -> list[tuple[str, int, tuple[int, int], tuple[int, int]]]:
+    shifts = []
+    for part in text.split(","):
+        name, count, span = part.strip().split(":", 2)
+        start, end = span.split("-")
+        shifts.append((name, int(count), hm(start), hm(end)))
+    return shifts
+
+
+def local(day: date, at: tuple[int, int], plus_days: int = 0) -> datetime:
+    return datetime(day.year, day.month, day.day, at[0], at[1], tzinfo=TZ).astimezone(UTC) + timedelta(days=plus_days)
+
+
+def arrivals(rng: random.Random, curve: list[float], day: date, scale: float, complaint: float, vip: float,
+             urgent: float) -> list[tuple[datetime, str, bool]]:
+    """A non-homogeneous Poisson process: exponential gaps at each hour's rate (piecewise constant)."""
+    out = []
+    for hour, rate in enumerate(curve):
+        rate *= scale
+        if rate <= 0:
+            continue
+        t = rng.expovariate(rate)
+        while t < 1.0:
+            at = local(day, (hour, 0)) + timedelta(seconds=round(t * 3600, 3))
+            r = rng.random()
+            priority = "urgent" if r < urgent else "high" if r < urgent + complaint else "normal"
+            out.append((at, priority, rng.random() < vip))
+            t += rng.expovariate(rate)
+    return sorted(out)
+
+
+def configure_quiet_logging() -> None:
+    import structlog
+
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+                        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+
+
+async def simulate(args) -> dict:
+    from sqlalchemy import func, select
+
+    from zaima.config import Settings
+    from zaima.context import build_context
+    from zaima.conversations import conversations, identity, messages
+    from zaima.conversations.senders import Sender
+    from zaima.core.clock import FrozenClock
+    from zaima.db import unit_of_work
+    from zaima.migrate import upgrade
+    from zaima.models import Conversation, SlaEvent, StaffUser
+    from zaima.realtime import InProcessHub
+    from zaima.realtime.publish import AGENT, forget_online_count, publish_after_commit
+    from zaima.service import loop, queue, tickets
+    from zaima.service.calendar import save_service_hours
+    from zaima.staff import create_staff
+    from zaima.web.agent_socket import agent_reply, release_conversations
+
+    rng = random.Random(args.seed)
+    day = date.fromisoformat(args.date)
+    curve = [float(x) for x in args.arrivals.split(",")]
+    if len(curve) != 24:
+        raise SystemExit("--arrivals takes 24 comma-separated rates (hand-offs per local hour 00..23)")
+    start = local(day, (0, 0))
+    day_end = local(day, (0, 0), 1)
+    clock = FrozenClock(start - timedelta(minutes=1))
+
+    workdir = Path(tempfile.mkdtemp(prefix="zaima-queuesim-"))
+    url = args.database_url or f"sqlite+aiosqlite:///{workdir / 'queue.db'}"
+    settings = Settings(env="test", var_dir=workdir, database_url=url, redis_url="",
+                        secret_key=secrets.token_urlsafe(24),
+                        card_key_encryption_key=base64.b64encode(secrets.token_bytes(32)).decode(),
+                        worker_enabled=False, bot_enabled=False, log_level="WARNING")
+    ctx = build_context(settings, clock=clock, hub=InProcessHub(clock))
+    await upgrade(ctx.engine)
+
+    async with unit_of_work(ctx.sessions) as session:
+        if await session.scalar(select(func.count()).select_from(Conversation)):
+            raise SystemExit("the database already holds conversations: give --database-url a fresh database")
+        open_at, close_at = args.service_hours.split("-")
+        await save_service_hours(session, {"timezone": "Asia/Shanghai",
+                                           "weekly": {d: [[open_at, close_at]] for d in
+                                                      ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}})
+    agents: list[Agent] = []
+    for name, count, s, e in parse_shifts(args.shifts):
+        for i in range(1, count + 1):
+            agents.append(Agent(f"{name}{i}", name, s, e))
+    async with unit_of_work(ctx.sessions) as session:
+        for agent in agents:
+            user = await create_staff(session, ctx.clock, agent.username, "sim-password-123",
+                                      display_name=f"{agent.shift} {agent.username[-1]}")
+            user.max_concurrent = args.max_concurrent
+            await session.flush()
+            agent.staff_id, agent.user = user.id, user
+    by_id = {a.staff_id: a for a in agents}
+
+    # --- the event heap ------------------------------------------------------------------------------------
+    heap: list = []
+    counter = iter(range(10**9))
+
+    def push(at: datetime, kind: str, payload=None) -> None:
+        heapq.heappush(heap, (at, ORDER[kind], next(counter), kind, payload))
+
+    plan = arrivals(rng, curve, day, args.scale, args.complaint_share, args.vip_share, args.urgent_share)
+    for n, (at, priority, vip) in enumerate(plan):
+        push(at, "arrival", (n, priority, vip))
+    for offset in (-1, 0, 1, 2):  # yesterday's night shift runs into today; tomorrow's drains the backlog
+        for agent in agents:
+            s = local(day, agent.start, offset)
+            e = local(day, agent.end, offset)
+            if e <= s:
+                e += timedelta(days=1)
+            if e <= start:
+                continue
+            push(max(s, start), "shift_start", agent)
+            push(e, "shift_end", agent)
+    push(start, "sweep")
+    for h in range(1, 25):
+        push(start + timedelta(hours=h), "hour", h)
+
+    recs: dict[int, Rec] = {}
+    handle_mu = math.log(args.handle_mean * 60) - args.handle_sigma ** 2 / 2
+    mc = random.Random(0)  # the generator's true mean handling time (with the first-reply floor), for what-ifs
+    true_mean = statistics.fmean(max(mc.lognormvariate(handle_mu, args.handle_sigma),
+                                     mc.uniform(args.reply_min, args.reply_max) + 10) for _ in range(200_000))
+    stats = {"passes": 0, "sweeps": 0, "stale_events": 0, "released": 0, "assignments": 0}
+    online_names: set[str] = set()
+    wall0 = time.perf_counter()
+
+    async def detect() -> None:
+        """Assignments (and releases back to the queue) made by the pass, read from the conversation rows."""
+        rows = await ctx_read(select(Conversation.id, Conversation.status, Conversation.assignee_id,
+                                     Conversation.assigned_at).where(Conversation.status.in_(("queued", "open"))))
+        for cid, status, assignee, assigned_at in rows:
+            rec = recs.get(cid)
+            if rec is None:
+                continue
+            if status == "open" and assignee is not None and assigned_at is not None and (
+                    assignee != rec.assignee or assigned_at != rec.assigned_at):
+                if rec.assignee is not None:
+                    by_id[rec.assignee].holding.discard(cid)
+                rec.assignee, rec.assigned_at = assignee, assigned_at
+                rec.assignments += 1
+                stats["assignments"] += 1
+                rec.first_assigned_at = rec.first_assigned_at or assigned_at
+                by_id[assignee].holding.add(cid)
+                reply = rng.uniform(args.reply_min, args.reply_max)
+                handle = max(rng.lognormvariate(handle_mu, args.handle_sigma), reply + 10)
+                rec.handle_s = handle
+                push(assigned_at + timedelta(seconds=reply), "reply", (cid, assignee, assigned_at))
+                push(assigned_at + timedelta(seconds=handle), "resolve", (cid, assignee, assigned_at))
+            elif status == "queued" and rec.assignee is not None:
+                by_id[rec.assignee].holding.discard(cid)
+                rec.assignee, rec.assigned_at = None, None
+                rec.releases += 1
+                stats["released"] += 1
+
+    async def ctx_read(statement):
+        async with unit_of_work(ctx.sessions) as session:
+            return (await session.execute(statement)).all()
+
+    async def routing_pass() -> None:
+        await loop.run_pass(ctx)
+        stats["passes"] += 1
+        await detect()
+
+    async def arrive(n: int, priority: str, vip: bool) -> None:
+        async def work(session):
+            customer = await identity.customer_for_device(session, ctx.clock, None)
+            opened = await conversations.open_conversation(session, ctx.clock, customer)
+            conversation = opened.conversation
+            posted = await messages.post_message(session, ctx.clock, settings, conversation,
+                                                 Sender.customer(customer), "转人工")
+            if vip:  # what zaima.service.policy.is_vip concludes for a big spender (no orders in this sim)
+                conversation.vip = True
+            events = opened.events + posted.events
+            events += await queue.hand_off(session, ctx, conversation, priority=priority)
+            view = await queue.queue_status(session, ctx, conversation)  # the widget's `ready` / notice
+            what_if = await what_ifs(session, conversation.id) if view["expected_wait_seconds"] is not None else {}
+            publish_after_commit(session, ctx.hub, events)
+            return conversation.id, conversation.handoff_at, view, what_if
+
+        cid, handoff_at, view, what_if = await ctx.transact(work)
+        recs[cid] = Rec(cid, n, priority, vip, handoff_at, view["expected_wait_seconds"], view["position"],
+                        view["waiting"], view["agents_online"], view["open_now"], what_if)
+
+    async def what_ifs(session, cid: int) -> dict:
+        """Analysis only (the measured prediction is queue_status above): the same real Snapshot.waits fed
+        (a) the true mean handling time of the generator instead of the recent-sample mean, through the
+        real queue.snapshot; (b) in addition the true remaining time of every busy slot (what a perfect
+        view of the present would give: the rest of the error comes from the future - later arrivals in
+        higher lanes, shift changes, the handling times of conversations not yet started)."""
+        now = ctx.clock.now()
+        online = await queue.online_agents(ctx)
+        real = queue.mean_handling_time
+
+        async def true_handle(_session, _now):
+            return timedelta(seconds=true_mean)
+
+        queue.mean_handling_time = true_handle
+        try:
+            snap = await queue.snapshot(session, online, now)
+        finally:
+            queue.mean_handling_time = real
+        out = {"true_mean_handle": snap.waits()[cid].total_seconds()}
+        slots = []
+        for agent in agents:
+            if agent.username not in online:
+                continue
+            ends = sorted(recs[c].assigned_at + timedelta(seconds=recs[c].handle_s) for c in agent.holding)
+            slots += [max(end, now) for end in ends[:args.max_concurrent]]
+            slots += [now] * max(0, args.max_concurrent - len(ends))
+        oracle = queue.Snapshot(now, snap.queued, slots, handle=timedelta(seconds=true_mean))
+        out["known_present"] = oracle.waits()[cid].total_seconds()
+        return out
+
+    def current(cid: int, assignee: int, token: datetime) -> Rec | None:
+        rec = recs[cid]
+        if rec.assignee != assignee or rec.assigned_at != token or rec.resolved_at is not None:
+            stats["stale_events"] += 1  # released back to the queue since (its new owner has own events)
+            return None
+        return rec
+
+    async def reply(cid: int, assignee: int, token: datetime) -> None:
+        rec = current(cid, assignee, token)
+        if rec is None:
+            return
+        await agent_reply(ctx, by_id[assignee].user, cid, "你好，我来帮你看一下这个订单。", False,
+                          f"sim-{cid}-{rec.assignments}")
+        rec.replied = True
+
+    async def resolve(cid: int, assignee: int, token: datetime) -> None:
+        rec = current(cid, assignee, token)
+        if rec is None:
+            return
+
+        async def work(session):
+            conversation = await conversations.get_conversation(session, cid)
+            events = await tickets.change_status(session, ctx, conversation, "resolved")
+            publish_after_commit(session, ctx.hub, events)
+
+        await ctx.transact(work)
+        rec.resolved_at = ctx.clock.now()
+        by_id[assignee].holding.discard(cid)
+
+    async def shift_start(agent: Agent) -> None:
+        if agent.lease is None:
+            agent.lease = await ctx.hub.hold_presence(AGENT, agent.username, "online", ttl_seconds=PRESENCE_TTL)
+            forget_online_count(ctx.hub)
+            online_names.add(agent.username)
+
+    async def shift_end(agent: Agent) -> None:
+        if agent.lease is not None:
+            await agent.lease.release()
+            agent.lease = None
+            forget_online_count(ctx.hub)
+            online_names.discard(agent.username)
+            await release_conversations(ctx, agent.staff_id)  # as the console's "offline" does
+
+    def all_done() -> bool:
+        return len(recs) == len(plan) and all(r.resolved_at is not None for r in recs.values())
+
+    while heap:
+        at, _, _, kind, payload = heapq.heappop(heap)
+        if at > clock.now():
+            clock.set(at)
+        if kind == "arrival":
+            await arrive(*payload)
+        elif kind == "reply":
+            await reply(*payload)
+        elif kind == "resolve":
+            await resolve(*payload)
+        elif kind == "shift_start":
+            await shift_start(payload)
+        elif kind == "shift_end":
+            await shift_end(payload)
+        elif kind == "sweep":
+            stats["sweeps"] += 1
+            if not all_done():
+                push(at + timedelta(seconds=args.sweep_seconds), "sweep")
+        elif kind == "hour":
+            queued = sum(1 for r in recs.values() if r.first_assigned_at is None or (
+                r.assignee is None and r.resolved_at is None))
+            busy = sum(1 for r in recs.values() if r.assignee is not None and r.resolved_at is None)
+            log(f"{(at.astimezone(TZ)).strftime('%H:%M')} hand-offs {len(recs):4d}  queued {queued:3d}  "
+                f"held by agents {busy:3d}  online {','.join(sorted(online_names)) or '-':28s}  "
+                f"resolved {sum(1 for r in recs.values() if r.resolved_at):4d}  passes {stats['passes']:5d}  "
+                f"wall {time.perf_counter() - wall0:6.1f} s")
+            continue  # a log line is not an event of the system
+        await routing_pass()
+        if all_done() and at >= day_end:
+            break
+        if clock.now() > day_end + timedelta(days=2):
+            raise SystemExit("the backlog did not drain within two days after the simulated day")
+    sim_seconds = time.perf_counter() - wall0
+
+    # --- results ---------------------------------------------------------------------------------------------
+    async with unit_of_work(ctx.sessions) as session:
+        sla_rows = (await session.execute(select(SlaEvent.conversation_id, SlaEvent.metric, SlaEvent.kind,
+                                                 SlaEvent.late))).all()
+        conv_rows = {cid: (handoff, first_reply) for cid, handoff, first_reply in (await session.execute(
+            select(Conversation.id, Conversation.handoff_at, Conversation.first_human_reply_at))).all()}
+        handled_mean = await queue.mean_handling_time(session, ctx.clock.now())
+    await ctx.close()
+    if not args.database_url:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    result = summarize(args, recs, sla_rows, conv_rows, stats, sim_seconds)
+    result["details"]["mean_handling_time_at_end_s"] = round(handled_mean.total_seconds(), 1)
+    return result
+
+
+def summarize(args, recs: dict[int, Rec], sla_rows, conv_rows, stats, sim_seconds) -> dict:
+    threshold = args.wait_threshold
+    actual = {cid: (r.first_assigned_at - r.handoff_at).total_seconds() for cid, r in recs.items()}
+    waited = [r for r in recs.values() if actual[r.cid] >= threshold]
+    scored = [r for r in waited if r.predicted is not None]
+    no_estimate = [r for r in recs.values() if r.predicted is None]
+    errors = [abs(r.predicted - actual[r.cid]) / actual[r.cid] * 100 for r in scored]
+    signed = [(r.predicted - actual[r.cid]) / actual[r.cid] * 100 for r in scored]
+    at_once = [r for r in recs.values() if actual[r.cid] < threshold and r.predicted is not None]
+
+    def pct(values, q):
+        v = percentile(values, q)
+        return None if v is None else round(v, 1)
+
+    def breakdown(key) -> dict:
+        groups: dict[str, list[Rec]] = {}
+        for r in scored:
+            groups.setdefault(key(r), []).append(r)
+        out = {}
+        for name, rows in sorted(groups.items()):
+            errs = [abs(r.predicted - actual[r.cid]) / actual[r.cid] * 100 for r in rows]
+            sgn = [(r.predicted - actual[r.cid]) / actual[r.cid] * 100 for r in rows]
+            out[name] = {"n": len(rows), "median_abs_error_pct": pct(errs, 0.5),
+                         "median_signed_error_pct": pct(sgn, 0.5),
+                         "median_predicted_s": pct([r.predicted for r in rows], 0.5),
+                         "median_actual_s": pct([actual[r.cid] for r in rows], 0.5)}
+        return out
+
+    # Overtaken: a conversation handed off later (into a higher lane) was assigned before this one.
+    order = sorted(recs.values(), key=lambda r: r.handoff_at)
+    overtaken = set()
+    for i, r in enumerate(order):
+        for later in order[i + 1:]:
+            if later.handoff_at >= r.first_assigned_at:
+                break
+            if later.first_assigned_at < r.first_assigned_at:
+                overtaken.add(r.cid)
+                break
+
+    what_if = {}
+    for key in ("true_mean_handle", "known_present"):
+        rows = [r for r in scored if key in r.what_if]
+        errs = [abs(r.what_if[key] - actual[r.cid]) / actual[r.cid] * 100 for r in rows]
+        sgn = [(r.what_if[key] - actual[r.cid]) / actual[r.cid] * 100 for r in rows]
+        what_if[key] = {"n": len(rows), "median_abs_error_pct": pct(errs, 0.5), "p90_abs_error_pct": pct(errs, 0.9),
+                        "median_signed_error_pct": pct(sgn, 0.5)}
+
+    per_metric: dict[str, dict] = {}
+    for cid, metric, kind, late in sla_rows:
+        if kind == "warning":
+            continue
+        state = per_metric.setdefault(metric, {}).setdefault(cid, "on_time")
+        if kind == "breach" or late:
+            per_metric[metric][cid] = "missed"
+        else:
+            per_metric[metric][cid] = state
+    breaches = sum(1 for _, _, kind, _ in sla_rows if kind == "breach")
+
+    def attainment(metric: str) -> float | None:
+        seen = per_metric.get(metric, {})
+        return round(sum(1 for s in seen.values() if s == "on_time") / len(seen), 4) if seen else None
+
+    within = [cid for cid, (handoff, first_reply) in conv_rows.items()
+              if handoff is not None and first_reply is not None and (first_reply - handoff).total_seconds() <= 60]
+    handed = [cid for cid, (handoff, _) in conv_rows.items() if handoff is not None]
+    all_waits = list(actual.values())
+    return {
+        "bench": "queue_sim",
+        "database": "postgresql" if args.database_url else "sqlite",
+        "seed": args.seed,
+        "conversations": len(recs),
+        "queued_with_wait": len(scored),
+        "no_estimate": len(no_estimate),
+        "expected_wait": {
+            "median_abs_error_pct": pct(errors, 0.5),
+            "p90_abs_error_pct": pct(errors, 0.9),
+            "median_signed_error_pct": pct(signed, 0.5),
+            "within_25pct": round(sum(1 for e in errors if e <= 25) / len(errors), 3) if errors else None,
+            "target_median_abs_error_pct": 25,
+            "definition": (f"over handed-off conversations whose actual wait (first assignment minus hand-off) "
+                           f"was >= {threshold} s and whose prediction (queue_status expected_wait_seconds in the "
+                           f"hand-off transaction) was not null: |predicted - actual| / actual, in %; nearest-rank "
+                           f"percentiles. Null predictions (off hours, nobody online) are counted in no_estimate."),
+        },
+        "wait_seconds": {"p50": pct(all_waits, 0.5), "p90": pct(all_waits, 0.9),
+                         "max": round(max(all_waits), 1) if all_waits else None},
+        "sla": {"first_response_attainment": attainment("first_response"),
+                "resolution_attainment": attainment("resolution"), "breaches": breaches},
+        "answered_within_60s": round(len(within) / len(handed), 4) if handed else None,
+        "sim_seconds": round(sim_seconds, 1),
+        "details": {
+            "waited_without_estimate": sum(1 for r in waited if r.predicted is None),
+            "assigned_at_once": len(at_once),
+            "assigned_at_once_but_predicted_ge_60s": sum(1 for r in at_once if r.predicted >= 60),
+            "overtaken_share_of_scored": round(sum(1 for r in scored if r.cid in overtaken) / len(scored), 3)
+            if scored else None,
+            "releases_at_shift_end": stats["released"],
+            "routing_passes": stats["passes"],
+            "what_if": what_if,
+            "by_lane": breakdown(lambda r: "vip" if r.vip else r.priority),
+            "by_hour": breakdown(lambda r: f"{r.handoff_at.astimezone(TZ).hour:02d}"),
+            "by_overtaken": breakdown(lambda r: "overtaken" if r.cid in overtaken else "not_overtaken"),
+            "by_position": breakdown(lambda r: "1" if r.position == 1 else "2-3" if r.position <= 3
+                                     else "4-8" if r.position <= 8 else "9+"),
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--date", default="2026-11-25", help="the simulated local date (Asia/Shanghai)")
+    parser.add_argument("--arrivals", default=DEFAULT_CURVE, help="24 hand-off rates per local hour 00..23")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every hourly rate")
+    parser.add_argument("--shifts", default=DEFAULT_SHIFTS,
+                        help="name:count:HH:MM-HH:MM,... (an end not after the start runs past midnight)")
+    parser.add_argument("--max-concurrent", type=int, default=3)
+    parser.add_argument("--handle-mean", type=float, default=7.0,
+                        help="mean handling time in minutes, assignment to resolve (lognormal)")
+    parser.add_argument("--handle-sigma", type=float, default=0.6, help="sigma of the lognormal (CV ≈ 0.66)")
+    parser.add_argument("--reply-min", type=float, default=15.0, help="first reply: seconds after assignment, min")
+    parser.add_argument("--reply-max", type=float, default=60.0)
+    parser.add_argument("--service-hours", default="09:00-02:00", help="every day; an end before the start "
+                                                                        "runs past midnight")
+    parser.add_argument("--complaint-share", type=float, default=0.10, help="priority high")
+    parser.add_argument("--urgent-share", type=float, default=0.02, help="priority urgent")
+    parser.add_argument("--vip-share", type=float, default=0.05)
+    parser.add_argument("--sweep-seconds", type=float, default=60.0,
+                        help="the service loop's timer: an extra pass this often (simulated)")
+    parser.add_argument("--wait-threshold", type=float, default=WAIT_THRESHOLD)
+    parser.add_argument("--database-url", default="", help="a fresh database (migrated here); default: SQLite temp")
+    args = parser.parse_args()
+    configure_quiet_logging()
+    result = asyncio.run(simulate(args))
+    ew = result["expected_wait"]
+    log(f"{result['conversations']} hand-offs; scored {result['queued_with_wait']}, no estimate "
+        f"{result['no_estimate']}; median |error| {ew['median_abs_error_pct']} %, p90 {ew['p90_abs_error_pct']} %, "
+        f"median signed {ew['median_signed_error_pct']} %; waits p50/p90/max {result['wait_seconds']}; "
+        f"SLA {result['sla']}; answered ≤ 60 s {result['answered_within_60s']}; {result['sim_seconds']} s wall")
+    for name in ("what_if", "by_lane", "by_position", "by_overtaken", "by_hour"):
+        log(f"{name}: {json.dumps(result['details'][name], ensure_ascii=False)}")
+    print(json.dumps(result, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
