@@ -56,6 +56,7 @@ DEFAULT_SHIFTS = "morning:2:09:00-15:00,evening:3:15:00-23:00,night:1:23:00-02:0
 # clock: with the default 30 s ttl an agent vanishes once the FrozenClock jumps more than 30 s between
 # two heartbeats, i.e. after almost every event. Leases are therefore held with a ttl longer than the run.
 PRESENCE_TTL = 7 * 24 * 3600
+PROPOSAL_RUNS = 200
 WAIT_THRESHOLD = 30  # seconds: a conversation assigned sooner had no wait to predict
 
 # Tie order at one instant: agents come on before anything else, leave last.
@@ -236,6 +237,8 @@ async def simulate(args) -> dict:
     mc = random.Random(0)  # the generator's true mean handling time (with the first-reply floor), for what-ifs
     true_mean = statistics.fmean(max(mc.lognormvariate(handle_mu, args.handle_sigma),
                                      mc.uniform(args.reply_min, args.reply_max) + 10) for _ in range(200_000))
+    ideal_sample = [max(mc.lognormvariate(handle_mu, args.handle_sigma), mc.uniform(args.reply_min, args.reply_max) + 10)
+                    for _ in range(2000)]
     stats = {"passes": 0, "sweeps": 0, "stale_events": 0, "released": 0, "assignments": 0}
     online_names: set[str] = set()
     wall0 = time.perf_counter()
@@ -325,6 +328,53 @@ async def simulate(args) -> dict:
             slots += [now] * max(0, args.max_concurrent - len(ends))
         oracle = queue.Snapshot(now, snap.queued, slots, handle=timedelta(seconds=true_mean))
         out["known_present"] = oracle.waits()[cid].total_seconds()
+        out.update(await sampled_residuals(session, online, now, snap.queued, cid))
+        return out
+
+    async def sampled_residuals(session, online: set[str], now: datetime, queued: list[int], cid: int) -> dict:
+        """The proposal (analysis only): the same inputs as queue.snapshot (the recent handling times, the
+        online agents' open conversations and their assignment times), but each busy slot frees after a
+        residual drawn from the recent handling times longer than what it has already taken (h - elapsed,
+        h > elapsed), each later conversation takes a drawn handling time, and the answer is the median over
+        PROPOSAL_RUNS such draws of when this conversation's slot frees. `ideal_distribution` does the same
+        with 2,000 draws from the generator's own distribution instead of the last 50 handling times: the
+        best a snapshot-based estimate can do here."""
+        durations = [(r - a).total_seconds() for a, r in (await session.execute(
+            select(Conversation.assigned_at, Conversation.resolved_at)
+            .where(Conversation.resolved_at.is_not(None), Conversation.assigned_at.is_not(None),
+                   Conversation.resolved_at >= now - timedelta(days=7),
+                   Conversation.resolved_at > Conversation.assigned_at)
+            .order_by(Conversation.resolved_at.desc()).limit(queue.HANDLE_SAMPLE))).all()]
+        if len(durations) < 3:
+            durations = [queue.DEFAULT_HANDLE.total_seconds()]
+        mean = statistics.fmean(durations)
+        elapsed: list[float | None] = []  # None: a free slot
+        rows = (await session.execute(select(StaffUser.id, StaffUser.max_concurrent)
+                                      .where(StaffUser.username.in_(online), StaffUser.active.is_(True)))).all()
+        for staff_id, capacity in rows:
+            started = sorted((await session.scalars(select(Conversation.assigned_at).where(
+                Conversation.status == "open", Conversation.assignee_id == staff_id))).all())[:capacity]
+            elapsed += [(now - a).total_seconds() for a in started] + [None] * max(0, capacity - len(started))
+        if not elapsed:
+            return {}
+        index = queued.index(cid)
+        out = {}
+        for name, sample in (("sampled_residuals", durations), ("ideal_distribution", ideal_sample)):
+            draw = random.Random(cid)
+            results = []
+            for _ in range(PROPOSAL_RUNS):
+                heap = []
+                for a in elapsed:
+                    if a is None:
+                        heap.append(0.0)
+                        continue
+                    longer = [h - a for h in sample if h > a]
+                    heap.append(draw.choice(longer) if longer else mean / queue.MIN_REMAINING_SHARE)
+                heapq.heapify(heap)
+                for _ in range(index):
+                    heapq.heappush(heap, heapq.heappop(heap) + draw.choice(sample))
+                results.append(heap[0])
+            out[name] = statistics.median(results)
         return out
 
     def current(cid: int, assignee: int, token: datetime) -> Rec | None:
@@ -463,7 +513,7 @@ def summarize(args, recs: dict[int, Rec], sla_rows, conv_rows, stats, sim_second
                 break
 
     what_if = {}
-    for key in ("true_mean_handle", "known_present"):
+    for key in ("true_mean_handle", "sampled_residuals", "ideal_distribution", "known_present"):
         rows = [r for r in scored if key in r.what_if]
         errs = [abs(r.what_if[key] - actual[r.cid]) / actual[r.cid] * 100 for r in rows]
         sgn = [(r.what_if[key] - actual[r.cid]) / actual[r.cid] * 100 for r in rows]

@@ -17,8 +17,8 @@ from zaima.app import create_app
 from zaima.conversations.conversations import get_conversation
 from zaima.db import unit_of_work
 from zaima.models import StaffUser, StoreSetting
-from zaima.service.calendar import load_calendar
 from zaima.service import tickets
+from zaima.service.calendar import load_calendar
 from zaima.store import payments
 
 PASSWORD = "password-123"  # tests.service.helpers.make_agent's password

@@ -30,7 +30,7 @@
       pt_invalid_key: "卡密无效", pt_not_delivered: "未收到货", pt_recharge_missing: "充值未到账",
       pt_account_problem: "账号问题", pt_payment_problem: "付款问题", pt_other: "其他",
       w_resend: "补发", w_refund: "退款", w_repair_account: "修复账号", w_other: "其他",
-      queueAhead: "排队中：前面还有 {n} 人", queueNext: "排队中：下一位就是你", queueWait: "预计等待约 {m} 分钟",
+      queueAhead: "排队中：第 {p} 位（前面还有 {n} 人）", queueNext: "排队中：下一位就是你", queueWait: "预计等待约 {m} 分钟",
       queueSoon: "预计等待不到 1 分钟", queueUnknown: "预计等待：暂时无法估计",
       offHours: "现在是非服务时间，人工客服将于 {open} 上线。", offHoursNoTime: "现在是非服务时间。",
       noAgents: "客服暂时都不在线。", replyBy: "工单号 {ticket}，我们会在 {by} 前回复你，消息不会丢失。",
@@ -59,7 +59,7 @@
       pt_invalid_key: "Invalid key", pt_not_delivered: "Not delivered", pt_recharge_missing: "Top-up missing",
       pt_account_problem: "Account problem", pt_payment_problem: "Payment problem", pt_other: "Other",
       w_resend: "Send again", w_refund: "Refund", w_repair_account: "Fix my account", w_other: "Other",
-      queueAhead: "In the queue: {n} ahead of you", queueNext: "In the queue: you are next", queueWait: "Expected wait about {m} min",
+      queueAhead: "In the queue: number {p} ({n} ahead of you)", queueNext: "In the queue: you are next", queueWait: "Expected wait about {m} min",
       queueSoon: "Expected wait under a minute", queueUnknown: "Expected wait: cannot estimate yet",
       offHours: "We are outside service hours; agents are back {open}.", offHoursNoTime: "We are outside service hours.",
       noAgents: "No agent is online right now.", replyBy: "Ticket {ticket}: we will reply by {by}; nothing you send is lost.",
@@ -142,6 +142,7 @@
     ".rerr{font-size:13px;padding:8px 10px;border-radius:8px;background:#ffe3e3;color:#8a1c1c}",
     ".rsubmit{min-height:48px;border:0;border-radius:10px;background:#e8590c;color:#fff;font-size:16px;font-weight:600;cursor:pointer}",
     ".rsubmit:disabled{opacity:.6;cursor:wait}",
+    ".report input:focus,.report textarea:focus,.csat textarea:focus,.compose textarea:focus{outline:none;border-color:#e8590c;box-shadow:0 0 0 3px rgba(232,89,12,.18)}",
     "[hidden]{display:none!important}",
   ].join("\n");
 
@@ -265,7 +266,8 @@
     el.textContent = "";
     var head = document.createElement("b");
     head.dataset.testid = "widget-queue-position";
-    head.textContent = q.position > 1 ? t("queueAhead", { n: q.position - 1 }) : t("queueNext");
+    head.dataset.position = q.position;
+    head.textContent = q.position > 1 ? t("queueAhead", { p: q.position, n: q.position - 1 }) : t("queueNext");
     el.appendChild(head);
     var line = document.createElement("div");
     var en = lang === "en";
@@ -880,10 +882,18 @@
   $(".addshot").addEventListener("click", function () { $(".shot-input").click(); });
   $(".shot-input").addEventListener("change", function (ev) { addShots(ev.target.files); ev.target.value = ""; });
   $("#z-desc").addEventListener("input", function (ev) { $(".count").textContent = ev.target.value.length + " / 2000"; });
-  $(".report").addEventListener("change", function (ev) {  // a corrected field loses its error at once
+  function fieldEdited(ev) {  // a corrected field loses its error at once
     var fld = ev.target.closest && ev.target.closest(".fld");
     if (fld && fld.dataset.field !== "files") fieldError(fld.dataset.field, "");
+  }
+  $(".report").addEventListener("change", fieldEdited);
+  $(".report").addEventListener("input", fieldEdited);
+  // Reading the latest messages stays so when the panel changes size (a phone's keyboard, a rotated screen).
+  $(".list").addEventListener("scroll", function () {
+    var l = $(".list");
+    state.atBottom = l.scrollHeight - l.scrollTop - l.clientHeight < 40;
   });
+  window.addEventListener("resize", function () { if (state.atBottom !== false) $(".list").scrollTop = $(".list").scrollHeight; });
   document.addEventListener("visibilitychange", markRead);
 
   function mount() {

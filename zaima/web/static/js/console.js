@@ -20,10 +20,20 @@ const RESULT_TEXT = { delivered: tr("已发货", "delivered"), partial: tr("部�
 const pickText = (map, value) => map[value] || value;
 const displayNo = (no) => (/^[0-9A-Z]{12}$/.test(no || "") ? `${no.slice(0, 4)}-${no.slice(4, 8)}-${no.slice(8)}` : no);
 const SENDER_TEXT = { customer: tr("客户", "Customer"), bot: tr("机器人", "Bot"), agent: tr("客服", "Agent"), system: tr("系统", "System") };
+const PRIORITY_TEXT = { low: tr("低", "Low"), normal: tr("普通", "Normal"), high: tr("高", "High"), urgent: tr("紧急", "Urgent") };
+const METRIC_TEXT = { first_response: tr("首次响应", "First response"), next_response: tr("下次响应", "Next response"),
+  resolution: tr("解决", "Resolution") };
+const SKILL_TEXT = { card_key: tr("卡密", "Card key"), recharge: tr("直充", "Recharge"), account: tr("账号", "Account"),
+  license: tr("激活码", "Licence") };
+const METRICS = ["first_response", "next_response", "resolution"];
+const HUMAN_STATUSES = ["queued", "open", "pending_customer"];
+const ESCALATE = { low: "normal", normal: "high", high: "urgent", urgent: "urgent" };  // as the server does on a breach
+const MANAGER = ["supervisor", "admin"].includes(ME.role);
 
 const state = {
   view: "all", status: "", conversations: new Map(), current: null, messages: new Map(), lastSeq: 0,
   ws: null, connected: false, retry: 0, outbox: new Map(), canned: [], staff: [], presence: {},
+  showQueue: false, queue: null, policy: null, skew: 0,  // skew: server clock minus this browser's clock, in ms
 };
 const $ = (sel) => document.querySelector(sel);
 const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; };
@@ -40,12 +50,104 @@ async function api(path, options = {}) {
   return j;
 }
 
-function toast(text) {
+// `onClick`: what tapping the toast does (e.g. open the conversation it is about).
+function toast(text, onClick, ms = 5000) {
   const t = $("#toast");
   t.textContent = text;
   t.hidden = false;
+  t.classList.toggle("clickable", !!onClick);
+  t.onclick = onClick ? () => { t.hidden = true; onClick(); } : null;
   clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => { t.hidden = true; }, 5000);
+  toast.timer = setTimeout(() => { t.hidden = true; }, ms);
+}
+
+// ---------------------------------------------------------------- service: clock, SLA countdowns, VIP, priority
+const serverNow = () => Date.now() + state.skew;
+function syncClock(serverIso, sentAt, receivedAt) {
+  const server = Date.parse(serverIso || "");
+  if (!Number.isNaN(server)) state.skew = server - (sentAt + receivedAt) / 2;
+}
+const pad2 = (n) => String(n).padStart(2, "0");
+
+// Time left or waited: mm:ss under an hour, then hours and minutes (h:mm would read like mm:ss).
+function fmtSpan(ms) {
+  const s = Math.max(0, Math.ceil(ms / 1000));
+  if (s < 3600) return `${pad2(Math.floor(s / 60))}:${pad2(s % 60)}`;
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+  if (h >= 48) return tr(`${Math.floor(h / 24)}天${h % 24}小时`, `${Math.floor(h / 24)}d ${h % 24}h`);
+  return tr(`${h}小时${pad2(m)}分`, `${h}h ${pad2(m)}m`);
+}
+
+// The target of a metric in ms, from the policy the ticket's targets were set with ("vip-high", "normal"…).
+function targetMs(c, metric) {
+  const p = state.policy;
+  if (!p) return null;
+  const name = (c.sla && c.sla.policy) || (c.vip ? "vip-" : "") + c.priority;
+  const vip = name.startsWith("vip-");
+  const base = p.targets[name.replace(/^vip-/, "")] || p.targets.normal;
+  const minutes = vip ? Math.min(base[metric], p.vip[metric]) : base[metric];
+  return minutes * 60000;
+}
+
+function slaState(c, metric, now) {
+  const s = c.sla || {};
+  const due = Date.parse(s[metric + "_due_at"] || "");
+  if (Number.isNaN(due)) return null;
+  if ((s.breached || []).includes(metric)) return { state: "late", text: tr("已超时", "overdue"), due };
+  if (metric === "resolution" && s.paused) return { state: "paused", text: tr("已暂停", "paused"), due };
+  const left = due - now;
+  if (left <= 0) return { state: "late", text: tr("已超时", "overdue"), due };
+  const target = targetMs(c, metric);
+  const share = state.policy ? (100 - state.policy.warn_percent) / 100 : 0.2;
+  const warn = (s.warned || []).includes(metric) || (target && left <= target * share);
+  return { state: warn ? "warn" : "ok", text: fmtSpan(left), due };
+}
+
+function updateSlaChip(chip) {
+  const info = slaState(chip._conv, chip.dataset.metric, serverNow());
+  if (!info) { chip.hidden = true; return; }
+  chip.hidden = false;
+  chip.className = "chip sla sla-" + info.state;
+  chip.dataset.state = info.state;
+  chip.lastChild.textContent = info.text;
+  chip.title = METRIC_TEXT[chip.dataset.metric] + tr("截止 ", " due ") + fmtTime(new Date(info.due).toISOString()) +
+    (info.state === "paused" ? tr("（等待客户回复，计时暂停）", " (waiting on the customer, clock paused)") : "");
+}
+
+function slaChip(c, metric) {
+  const chip = el("span", "chip sla");
+  chip.dataset.testid = "sla-chip";
+  chip.dataset.metric = metric;
+  chip._conv = c;
+  chip.append(el("span", "metric", METRIC_TEXT[metric] + " "), el("span", "left"));
+  updateSlaChip(chip);
+  return chip;
+}
+
+function vipBadge() {
+  const v = el("span", "vip", "VIP");
+  v.dataset.testid = "vip-badge";
+  v.title = tr("VIP 客户：优先排队，响应时限更短", "VIP customer: queued first, tighter targets");
+  return v;
+}
+
+function priorityChip(priority) {
+  const p = el("span", "chip prio p-" + priority, PRIORITY_TEXT[priority] || priority);
+  p.dataset.testid = "priority-chip";
+  p.title = tr("优先级：", "Priority: ") + (PRIORITY_TEXT[priority] || priority);
+  return p;
+}
+
+// The running targets of a ticket as countdown chips (none while it is with the bot, resolved or closed).
+function slaChips(c) {
+  return METRICS.filter((m) => c.sla && c.sla[m + "_due_at"]).map((m) => slaChip(c, m));
+}
+
+// Every second: countdowns and waits move on without re-rendering the lists.
+function tick() {
+  document.querySelectorAll(".chip.sla").forEach(updateSlaChip);
+  const now = serverNow();
+  document.querySelectorAll("[data-since]").forEach((e) => { e.lastChild.textContent = fmtSpan(now - Date.parse(e.dataset.since)); });
 }
 
 // ---------------------------------------------------------------- inbox
@@ -56,6 +158,8 @@ async function loadInbox() {
   if (state.status) q.set("status", state.status);
   const j = await api("/console/api/conversations?" + q);
   state.conversations = new Map(j.conversations.map((c) => [c.id, c]));
+  const fresh = state.current && state.conversations.get(state.current.id);
+  if (fresh) { state.current = { ...state.current, ...fresh }; renderHeader(); }
   renderInbox();
 }
 
@@ -78,12 +182,17 @@ function renderInbox() {
     li.dataset.testid = "inbox-item";
     li.dataset.id = c.id;
     const top = el("div", "row");
-    top.append(el("b", null, c.ticket_no), el("span", "badge s-" + c.status, STATUS_TEXT[c.status] || c.status));
+    top.append(el("b", null, c.ticket_no));
+    if (c.vip) top.append(vipBadge());
+    if (c.priority && c.priority !== "normal") top.append(priorityChip(c.priority));
+    top.append(el("span", "badge s-" + c.status, STATUS_TEXT[c.status] || c.status));
     if (c.unread) top.append(el("span", "unread", String(c.unread)));
     const who = el("div", "row muted");
     who.append(el("span", null, customerName(c)), el("span", null, c.order_no ? tr("订单 ", "Order ") + displayNo(c.order_no) : ""),
       el("span", "time", fmtTime(c.last_message_at || c.updated_at)));
     li.append(top, who, el("div", "preview", c.last_message ? c.last_message.text : tr("（新会话）", "(new conversation)")));
+    const chips = slaChips(c);
+    if (chips.length) { const row = el("div", "row chips"); row.append(...chips); li.append(row); }
     li.addEventListener("click", () => openConversation(c.id));
     list.appendChild(li);
   }
@@ -113,6 +222,14 @@ function renderHeader() {
   $("#conv-title").textContent = c.ticket_no + " · " + customerName(c);
   $("#conv-sub").textContent = [c.order_no ? tr("订单 ", "Order ") + displayNo(c.order_no) : tr("未关联订单", "No order"),
     tr("创建于 ", "Created ") + fmtTime(c.created_at)].join(" · ");
+  const flags = $("#conv-flags");
+  flags.textContent = "";
+  if (c.vip) flags.append(vipBadge());
+  if (c.priority) flags.append(priorityChip(c.priority));
+  flags.append(...slaChips(c));
+  // A ticket that breached its SLA may be taken over by any agent (the server allows assigning it to oneself).
+  const breached = c.sla && c.sla.breached && c.sla.breached.length;
+  $("#take-over").hidden = !(breached && c.assignee_id !== ME.id && HUMAN_STATUSES.includes(c.status));
   const st = $("#conv-status");
   st.value = c.status;
   const as = $("#conv-assignee");
