@@ -170,6 +170,7 @@ async def simulate(args) -> dict:
     from zaima.staff import create_staff
     from zaima.web.agent_socket import agent_reply, release_conversations
 
+    wall0 = time.perf_counter()
     rng = random.Random(args.seed)
     day = date.fromisoformat(args.date)
     curve = [float(x) for x in args.arrivals.split(",")]
@@ -237,24 +238,26 @@ async def simulate(args) -> dict:
     mc = random.Random(0)  # the generator's true mean handling time (with the first-reply floor), for what-ifs
     true_mean = statistics.fmean(max(mc.lognormvariate(handle_mu, args.handle_sigma),
                                      mc.uniform(args.reply_min, args.reply_max) + 10) for _ in range(200_000))
-    ideal_sample = [max(mc.lognormvariate(handle_mu, args.handle_sigma), mc.uniform(args.reply_min, args.reply_max) + 10)
-                    for _ in range(2000)]
+    ideal_sample = [max(mc.lognormvariate(handle_mu, args.handle_sigma),
+                        mc.uniform(args.reply_min, args.reply_max) + 10) for _ in range(2000)]
     stats = {"passes": 0, "sweeps": 0, "stale_events": 0, "released": 0, "assignments": 0}
     online_names: set[str] = set()
-    wall0 = time.perf_counter()
 
     async def detect() -> None:
         """Assignments (and releases back to the queue) made by the pass, read from the conversation rows."""
         rows = await ctx_read(select(Conversation.id, Conversation.status, Conversation.assignee_id,
-                                     Conversation.assigned_at).where(Conversation.status.in_(("queued", "open"))))
+                                     Conversation.assigned_at).where(Conversation.status.in_(("queued", "open")))
+                              .order_by(Conversation.id))
         for cid, status, assignee, assigned_at in rows:
             rec = recs.get(cid)
             if rec is None:
                 continue
             if status == "open" and assignee is not None and assigned_at is not None and (
                     assignee != rec.assignee or assigned_at != rec.assigned_at):
-                if rec.assignee is not None:
+                if rec.assignee is not None:  # released and taken by someone else within one pass
                     by_id[rec.assignee].holding.discard(cid)
+                    rec.releases += 1
+                    stats["released"] += 1
                 rec.assignee, rec.assigned_at = assignee, assigned_at
                 rec.assignments += 1
                 stats["assignments"] += 1
@@ -292,7 +295,8 @@ async def simulate(args) -> dict:
             events = opened.events + posted.events
             events += await queue.hand_off(session, ctx, conversation, priority=priority)
             view = await queue.queue_status(session, ctx, conversation)  # the widget's `ready` / notice
-            what_if = await what_ifs(session, conversation.id) if view["expected_wait_seconds"] is not None else {}
+            what_if = await what_ifs(session, conversation.id) if (
+                args.what_if and view["expected_wait_seconds"] is not None) else {}
             publish_after_commit(session, ctx.hub, events)
             return conversation.id, conversation.handoff_at, view, what_if
 
@@ -361,15 +365,11 @@ async def simulate(args) -> dict:
         out = {}
         for name, sample in (("sampled_residuals", durations), ("ideal_distribution", ideal_sample)):
             draw = random.Random(cid)
+            residuals = [[0.0] if a is None else [h - a for h in sample if h > a] or [mean / queue.MIN_REMAINING_SHARE]
+                         for a in elapsed]
             results = []
             for _ in range(PROPOSAL_RUNS):
-                heap = []
-                for a in elapsed:
-                    if a is None:
-                        heap.append(0.0)
-                        continue
-                    longer = [h - a for h in sample if h > a]
-                    heap.append(draw.choice(longer) if longer else mean / queue.MIN_REMAINING_SHARE)
+                heap = [draw.choice(options) for options in residuals]
                 heapq.heapify(heap)
                 for _ in range(index):
                     heapq.heappush(heap, heapq.heappop(heap) + draw.choice(sample))
@@ -445,9 +445,11 @@ async def simulate(args) -> dict:
             queued = sum(1 for r in recs.values() if r.first_assigned_at is None or (
                 r.assignee is None and r.resolved_at is None))
             busy = sum(1 for r in recs.values() if r.assignee is not None and r.resolved_at is None)
+            async with unit_of_work(ctx.sessions) as session:
+                estimate = (await queue.mean_handling_time(session, at)).total_seconds()
             log(f"{(at.astimezone(TZ)).strftime('%H:%M')} hand-offs {len(recs):4d}  queued {queued:3d}  "
                 f"held by agents {busy:3d}  online {','.join(sorted(online_names)) or '-':28s}  "
-                f"resolved {sum(1 for r in recs.values() if r.resolved_at):4d}  passes {stats['passes']:5d}  "
+                f"resolved {sum(1 for r in recs.values() if r.resolved_at):4d}  handle est. {estimate:4.0f} s  passes {stats['passes']:5d}  "
                 f"wall {time.perf_counter() - wall0:6.1f} s")
             continue  # a log line is not an event of the system
         await routing_pass()
@@ -455,8 +457,6 @@ async def simulate(args) -> dict:
             break
         if clock.now() > day_end + timedelta(days=2):
             raise SystemExit("the backlog did not drain within two days after the simulated day")
-    sim_seconds = time.perf_counter() - wall0
-
     # --- results ---------------------------------------------------------------------------------------------
     async with unit_of_work(ctx.sessions) as session:
         sla_rows = (await session.execute(select(SlaEvent.conversation_id, SlaEvent.metric, SlaEvent.kind,
@@ -467,9 +467,27 @@ async def simulate(args) -> dict:
     await ctx.close()
     if not args.database_url:
         shutil.rmtree(workdir, ignore_errors=True)
+    sim_seconds = time.perf_counter() - wall0
+    log(f"true mean handling time of the generator: {true_mean:.0f} s")
 
+    if args.dump_csv:
+        import csv
+
+        with open(args.dump_csv, "w", newline="") as f:
+            out = csv.writer(f)
+            keys = ("true_mean_handle", "sampled_residuals", "ideal_distribution", "known_present")
+            out.writerow(["seed", "conversation_id", "handoff_local", "priority", "vip", "position", "waiting",
+                          "agents_online", "open_now", "predicted_s", "actual_wait_s", "releases",
+                          *(f"what_if_{k}_s" for k in keys)])
+            for r in sorted(recs.values(), key=lambda r: r.handoff_at):
+                out.writerow([args.seed, r.cid, r.handoff_at.astimezone(TZ).isoformat(), r.priority, int(r.vip),
+                              r.position, r.queue_len, r.agents_online, int(r.open_now),
+                              "" if r.predicted is None else r.predicted,
+                              round((r.first_assigned_at - r.handoff_at).total_seconds(), 1), r.releases,
+                              *(round(r.what_if[k], 1) if k in r.what_if else "" for k in keys)])
     result = summarize(args, recs, sla_rows, conv_rows, stats, sim_seconds)
     result["details"]["mean_handling_time_at_end_s"] = round(handled_mean.total_seconds(), 1)
+    result["details"]["true_mean_handling_time_s"] = round(true_mean, 1)
     return result
 
 
@@ -603,6 +621,10 @@ def main() -> None:
     parser.add_argument("--sweep-seconds", type=float, default=60.0,
                         help="the service loop's timer: an extra pass this often (simulated)")
     parser.add_argument("--wait-threshold", type=float, default=WAIT_THRESHOLD)
+    parser.add_argument("--no-what-if", dest="what_if", action="store_false",
+                        help="skip the analysis estimators (details.what_if); the measured numbers do not change")
+    parser.add_argument("--dump-csv", default="", help="write one row per hand-off (prediction, actual wait, "
+                                                       "what-ifs) to this file, e.g. to pool several seeds")
     parser.add_argument("--database-url", default="", help="a fresh database (migrated here); default: SQLite temp")
     args = parser.parse_args()
     configure_quiet_logging()

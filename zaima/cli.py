@@ -207,7 +207,11 @@ def demo(serve_after: bool = typer.Option(True, "--serve/--no-serve"), workers: 
     console.print("\n[bold green]Zaima 在吗 · 演示商店已就绪 / demo store ready[/bold green]")
     console.print(f"  商店首页 Storefront:     {base}/")
     console.print(f"  订单查询 Order lookup:   {base}/lookup")
-    console.print(f"  客服后台 Agent console:  {base}/console  ({summary['agent']} / {summary['agent_password']})")
+    console.print(f"  客服后台 Agent console:  {base}/console  ({summary['agent']} / {summary['agent_password']}; "
+                  f"{summary['agent2']} / {summary['agent2_password']})")
+    if summary.get("supervisor"):
+        console.print(f"  主管账号 Supervisor:     {base}/console  ({summary['supervisor']} / "
+                      f"{summary['supervisor_password']})")
     console.print(f"  API 文档 API docs:       {base}/docs")
     console.print(f"  健康检查 Health:         {base}/healthz")
     console.print(f"  运营账号 Operator login: {summary['operator']} / {summary['password']}  "

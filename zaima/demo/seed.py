@@ -22,13 +22,29 @@ from zaima.core.money import format_yuan
 from zaima.core.signing import order_access_token
 from zaima.db import unit_of_work
 from zaima.migrate import upgrade
-from zaima.models import DemoGatewayTrade, StoreSetting
+from zaima.models import DemoGatewayTrade, StaffUser, StoreSetting
 from zaima.staff import create_staff
 from zaima.store import catalog, epay, orders, payments, refunds, stock
 
 DEMO_MARK = "demo_seed"
 OPERATOR = ("admin", "zaima-demo-2026")
 AGENT = ("agent", "zaima-agent-2026")
+AGENT2 = ("agent2", "zaima-agent2-2026")
+SUPERVISOR = ("supervisor", "zaima-super-2026")
+# Service settings, applied once (an operator's later changes are kept): a lunch break, an evening period that
+# runs past midnight, the 2026 National Day holiday and its 调休 working days, and an early close on 31 Dec.
+DEMO_SERVICE_MARK = "demo_service_seed"
+DEMO_SERVICE_HOURS = {
+    "timezone": "Asia/Shanghai",
+    "weekly": {day: [["09:00", "12:00"], ["13:00", "02:00"]]
+               for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")},
+    "holidays": [f"2026-10-0{d}" for d in range(1, 8)],
+    "workdays": {"2026-09-20": "mon", "2026-10-10": "mon"},
+    "special": {"2026-12-31": [["09:00", "18:00"]]},
+}
+# username -> (max_concurrent, skills, languages)
+DEMO_ROUTING = {AGENT[0]: (3, [], ["zh"]), AGENT2[0]: (5, ["recharge"], ["zh", "en"]),
+                SUPERVISOR[0]: (2, [], ["zh", "en"])}
 # Canned responses agents pick by typing "/" in the console.
 CANNED = [
     ("hello", "问候", "您好，我是在线客服，请问有什么可以帮您？麻烦提供一下订单号，我马上为您查看。"),
@@ -98,17 +114,34 @@ async def _ensure_catalog(ctx: AppContext) -> None:
             if STOCK.get(sku):
                 lines = [_random_key(sku) for _ in range(STOCK[sku])]
                 await stock.import_keys(session, ctx.box, ctx.clock, product, lines, source="demo", actor="demo")
-        for username, password, role, name in ((*OPERATOR, "admin", "店主"), (*AGENT, "agent", "客服小美")):
-            from zaima.models import StaffUser
-
+        for username, password, role, name in ((*OPERATOR, "admin", "店主"), (*AGENT, "agent", "客服小美"),
+                                               (*AGENT2, "agent", "客服阿杰")):
             if not await session.scalar(select(StaffUser.id).where(StaffUser.username == username)):
                 await create_staff(session, ctx.clock, username, password, role, name)
+        if not await session.scalar(select(StaffUser.id).where(StaffUser.role == "supervisor")):
+            await create_staff(session, ctx.clock, *SUPERVISOR, "supervisor", "主管老王")
         from zaima.conversations import canned
         from zaima.models import CannedResponse
 
         for shortcut, title, body in CANNED:
             if not await session.scalar(select(CannedResponse.id).where(CannedResponse.shortcut == shortcut)):
                 await canned.create_canned(session, ctx.clock, ctx.settings, shortcut, title, body)
+
+
+async def _ensure_service(ctx: AppContext) -> None:
+    """Service hours and the demo agents' routing settings, once: a re-run keeps what the operator changed."""
+    from zaima.service.calendar import SERVICE_HOURS_KEY, save_service_hours
+
+    async with unit_of_work(ctx.sessions) as session:
+        if await session.get(StoreSetting, DEMO_SERVICE_MARK) is not None:
+            return
+        if await session.get(StoreSetting, SERVICE_HOURS_KEY) is None:
+            await save_service_hours(session, DEMO_SERVICE_HOURS)
+        for username, (capacity, skills, languages) in DEMO_ROUTING.items():
+            user = await session.scalar(select(StaffUser).where(StaffUser.username == username))
+            if user is not None:
+                user.max_concurrent, user.skills, user.languages = capacity, list(skills), list(languages)
+        session.add(StoreSetting(key=DEMO_SERVICE_MARK, value={"applied": True}))
 
 
 async def _exists(session, sku: str) -> bool:
@@ -186,6 +219,7 @@ async def seed_demo(settings: Settings) -> dict:
     try:
         await upgrade(ctx.engine)
         await _ensure_catalog(ctx)
+        await _ensure_service(ctx)
         async with unit_of_work(ctx.sessions) as session:
             await seed_kb(session, ctx.clock, base_url=settings.base_url)
         async with unit_of_work(ctx.sessions) as session:
@@ -200,7 +234,12 @@ async def seed_demo(settings: Settings) -> dict:
             (label, f"{base}/orders/{no}?t={order_access_token(settings.secret_key, no)}")
             for label, no in seeded.items()
         ]
+        async with unit_of_work(ctx.sessions) as session:
+            has_supervisor = await session.scalar(select(StaffUser.id).where(
+                StaffUser.username == SUPERVISOR[0], StaffUser.role == "supervisor")) is not None
         return {"operator": OPERATOR[0], "password": OPERATOR[1], "agent": AGENT[0], "agent_password": AGENT[1],
+                "agent2": AGENT2[0], "agent2_password": AGENT2[1],
+                "supervisor": SUPERVISOR[0] if has_supervisor else None, "supervisor_password": SUPERVISOR[1],
                 "orders": links}
     finally:
         await ctx.close()

@@ -74,12 +74,11 @@ async def hand_off(session: AsyncSession, ctx, conversation: Conversation, *, pr
     """
     cfg = cfg or await sla.load_config(session)
     now = ctx.clock.now()
-    events: list[Event] = []
-    if RANKS.get(priority, 1) > RANKS.get(conversation.priority, 1):
-        events += await convs.set_priority(session, ctx.clock, conversation, priority)
     old = conversation.status
+    if RANKS.get(priority, 1) > RANKS.get(conversation.priority, 1):
+        await convs.set_priority(session, ctx.clock, conversation, priority)
     if old in ("open", "pending_customer"):
-        return events  # a person already has it
+        return await convs.changed_events(session, conversation, public=False)  # a person already has it
     skill, contact = await _facts(session, conversation)
     conversation.skill = skill
     conversation.vip = conversation.vip or await is_vip(session, cfg.vip, contact, now)
@@ -89,14 +88,14 @@ async def hand_off(session: AsyncSession, ctx, conversation: Conversation, *, pr
         conversation.queue_front = False
     conversation.queue_rank = rank_of(conversation.priority, conversation.vip)
     if old != "queued":
-        events += await convs.set_status(session, ctx.clock, conversation, "queued")
+        await convs.set_status(session, ctx.clock, conversation, "queued")
     sla.start(cfg, conversation, now)
     sla.retarget(cfg, conversation)
     if online is None:
         online = len(await online_agents(ctx))
     if (not cfg.calendar.is_open(now) or online == 0) and mail.is_email(contact):
         conversation.notify_email = contact
-    events += await convs.changed_events(session, conversation)
+    events = await convs.changed_events(session, conversation)
     schedule_routing(session, ctx)
     return events
 

@@ -77,11 +77,12 @@ async def after_post(session: AsyncSession, ctx, conversation: Conversation, pos
     if conversation.status == "bot" and status_before == "bot":
         return []  # the bot's conversation: nothing for people yet
     now = ctx.clock.now()
+    before = _service_fields(conversation)
     if message.sender_kind == "agent":
         sla.on_human_reply(session, conversation, now)
         if conversation.notify_email:
             await _notify_reply(session, ctx, conversation, message.body)
-        return await convs.changed_events(session, conversation, public=False)
+        return await _changed(session, conversation, before)
     cfg = await sla.load_config(session)
     if conversation.status != status_before:  # the customer's message reopened the ticket
         sla.on_status(session, cfg, conversation, status_before, conversation.status, now)
@@ -90,6 +91,18 @@ async def after_post(session: AsyncSession, ctx, conversation: Conversation, pos
             conversation.queue_rank = queue.rank_of(conversation.priority, conversation.vip)
             queue.schedule_routing(session, ctx)
     sla.on_customer_message(cfg, conversation, now)
+    return await _changed(session, conversation, before)
+
+
+def _service_fields(conversation: Conversation) -> tuple:
+    return (conversation.status, conversation.first_response_due_at, conversation.next_response_due_at,
+            conversation.resolution_due_at, conversation.sla_paused_at, conversation.queued_at)
+
+
+async def _changed(session: AsyncSession, conversation: Conversation, before: tuple) -> list[Event]:
+    """The staff view again, only when a service field moved (most messages move none)."""
+    if _service_fields(conversation) == before:
+        return []
     return await convs.changed_events(session, conversation, public=False)
 
 

@@ -20,7 +20,7 @@
       ticket: "工单号", lang: "EN", tooLarge: "图片不能超过 5 MB", badType: "只能发送 PNG、JPEG、WebP 或 GIF 图片",
       tooLong: "消息太长了（最多 4000 字）", sessionFailed: "客服暂时连接不上，请稍后再试，或通过「客服」页面的其他方式联系我们。",
       welcome: "您好，这里是在线客服。请直接描述您的问题，订单相关问题请附上订单号。",
-      report: "提交问题", reportIntro: "填写下面几项，客服一接手就能看到完整情况，不用来回询问。", back: "返回会话",
+      report: "提交问题", reportBtn: "提交问题", reportIntro: "填写下面几项，客服一接手就能看到完整情况，不用来回询问。", back: "返回会话",
       fType: "问题类型", fWants: "希望如何处理", fTime: "发生时间", fOrder: "订单号", fDesc: "问题描述",
       fContact: "联系方式", fShots: "截图", optional: "（选填）", orderLinked: "（已关联，客服会看到这笔订单）",
       orderPh: "如 K7Q3-9XDM-2PHT", descPh: "看到了什么提示、试过哪些操作……（至少 10 个字）",
@@ -47,7 +47,7 @@
       ticket: "Ticket", lang: "中文", tooLarge: "Images must be 5 MB or smaller", badType: "Only PNG, JPEG, WebP or GIF images",
       tooLong: "Message too long (4000 characters at most)", sessionFailed: "Support cannot be reached right now; please try again or use the other channels on the Help page.",
       welcome: "Hello! Tell us what went wrong; for an order, include its number.",
-      report: "Report a problem", reportIntro: "Fill this in so the agent sees the whole picture at once.", back: "Back to chat",
+      report: "Report a problem", reportBtn: "Report", reportIntro: "Fill this in so the agent sees the whole picture at once.", back: "Back to chat",
       fType: "What went wrong", fWants: "What should we do", fTime: "When did it happen", fOrder: "Order number",
       fDesc: "Description", fContact: "Contact", fShots: "Screenshots", optional: " (optional)",
       orderLinked: " (attached; the agent will see this order)", orderPh: "e.g. K7Q3-9XDM-2PHT",
@@ -105,6 +105,7 @@
     ".compose .send{background:#e8590c;color:#fff;font-weight:600}.compose .img{background:#f1f3f5;color:#495057}",
     ".err{font-size:13px;color:#c92a2a;padding:0 12px 6px}",
     ".head .rep{white-space:nowrap;font-weight:600}",
+    ".head b,.head small{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}",
     ".chat{flex:1;min-height:0;display:flex;flex-direction:column}",
     // the queue card: where the customer stands and an honest wait
     ".queue{margin:8px 10px 0;padding:10px 12px;border-radius:10px;background:#fff4e6;border:1px solid #ffd8a8;color:#5c3c00;font-size:14px;line-height:1.5}",
@@ -156,7 +157,7 @@
     '<button class="fab" part="button" data-testid="widget-button"><span class="dot"></span><span class="label"></span></button>' +
     '<section class="panel" hidden role="dialog" aria-modal="false" data-testid="widget-panel">' +
     '<div class="head"><div class="ttl"><b class="title"></b><small class="sub"></small></div>' +
-    '<button class="rep" data-testid="widget-report" data-t="report"></button>' +
+    '<button class="rep" data-testid="widget-report" data-t="reportBtn"></button>' +
     '<button class="lang" data-testid="widget-lang"></button><button class="close" data-testid="widget-close"></button></div>' +
     '<div class="banner" data-testid="widget-status" hidden></div>' +
     '<div class="banner warn offline" data-testid="widget-offline" hidden></div>' +

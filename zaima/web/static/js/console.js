@@ -214,6 +214,7 @@ async function openConversation(id) {
   renderMessages();
   renderOrder();
   renderInbox();
+  if (state.showQueue) renderQueue();
   markRead();
 }
 
@@ -403,6 +404,126 @@ function applyCanned(c) {
   $("#reply").focus();
 }
 
+// ---------------------------------------------------------------- queue view
+async function loadQueue() {
+  const sentAt = Date.now();
+  const j = await api("/console/api/queue");
+  syncClock(j.server_time, sentAt, Date.now());
+  state.queue = j;
+  state.policy = j.sla;
+  renderQueue();
+}
+
+// Inbox events arrive in bursts: fetch the queue at most once per burst.
+function refreshQueueSoon(delay = 400) {
+  clearTimeout(refreshQueueSoon.timer);
+  refreshQueueSoon.timer = setTimeout(() => loadQueue().catch(() => {}), delay);
+}
+
+function waitText(q, item) {
+  if (item.expected_wait_seconds == null) {
+    if (!q.open_now) return tr("非服务时间", "Closed now");
+    return q.agents_online ? tr("预计 —", "Expected —") : tr("暂无客服在线", "No agent online");
+  }
+  if (item.expected_wait_seconds < 60) return tr("马上接入", "Next up");
+  const minutes = Math.ceil(item.expected_wait_seconds / 60);
+  return tr(`预计约 ${minutes} 分钟`, `Expected ~${minutes} min`);
+}
+
+function renderQueue() {
+  const q = state.queue;
+  if (!q) return;
+  const count = $("#queue-count");
+  count.textContent = q.waiting ? String(q.waiting) : "";
+  count.hidden = !q.waiting;
+  const summary = $("#queue-summary");
+  summary.textContent = "";
+  const handle = Math.max(1, Math.round(q.handle_seconds / 60));
+  const parts = [tr(`排队 ${q.waiting} 位`, `${q.waiting} waiting`),
+    tr(`在线客服 ${q.agents_online}`, `${q.agents_online} agents online`),
+    tr(`平均处理约 ${handle} 分钟`, `handling ~${handle} min`)];
+  summary.append(parts.join(" · "));
+  if (!q.open_now) {
+    summary.append(el("div", "closed", tr(`现在是非服务时间，${q.next_open_text || ""} 开始服务`,
+      `Outside service hours; opens ${q.next_open_text_en || ""}`)));
+  }
+  const list = $("#queue-list");
+  list.textContent = "";
+  if (!q.queue.length) list.append(el("li", "empty", tr("没有排队的会话", "Nobody is waiting")));
+  for (const item of q.queue) {
+    const li = el("li", "conv queue-item" + (state.current && state.current.id === item.id ? " active" : ""));
+    li.dataset.testid = "queue-item";
+    li.dataset.id = item.id;
+    const top = el("div", "row");
+    top.append(el("span", "pos", "#" + item.position), el("b", null, item.ticket_no));
+    if (item.vip) top.append(vipBadge());
+    if (item.priority !== "normal") top.append(priorityChip(item.priority));
+    if (item.skill) top.append(el("span", "chip skill", SKILL_TEXT[item.skill] || item.skill));
+    if (item.returned) top.append(el("span", "chip skill", tr("退回", "Returned")));
+    const since = item.queued_at || new Date(Date.parse(q.server_time) - item.waited_seconds * 1000).toISOString();
+    const waited = el("span", "waited");
+    waited.dataset.since = since;
+    waited.dataset.testid = "queue-waited";
+    waited.append(tr("已等 ", "Waited "), el("span", null, fmtSpan(serverNow() - Date.parse(since))));
+    const wait = el("span", "expected", waitText(q, item));
+    wait.dataset.testid = "queue-expected";
+    const who = el("div", "row muted");
+    who.append(el("span", null, (item.customer && item.customer.display_name) || ""), waited, wait);
+    li.append(top, who);
+    const chips = slaChips(item);
+    if (chips.length) { const row = el("div", "row chips"); row.append(...chips); li.append(row); }
+    li.addEventListener("click", () => openConversation(item.id));
+    list.append(li);
+  }
+  const agents = $("#queue-agents");
+  agents.textContent = "";
+  if (!q.agents.length) agents.append(el("li", "muted", tr("目前没有客服在线", "No agent is on duty")));
+  for (const a of q.agents) {
+    const li = el("li", "agent " + a.presence);
+    li.dataset.testid = "queue-agent";
+    const full = a.load >= a.max_concurrent;
+    const load = el("span", "load" + (full ? " full" : ""), `${a.load}/${a.max_concurrent}`);
+    load.title = tr("接待中 / 同时接待上限", "open conversations / capacity");
+    const skills = a.skills.length ? a.skills.map((k) => SKILL_TEXT[k] || k).join("、") : tr("全部商品", "all kinds");
+    li.append(el("span", "dot"), el("span", "name", a.display_name),
+      el("span", "muted", presenceText(a.presence) + " · " + skills), load);
+    agents.append(li);
+  }
+}
+
+function showQueue(on) {
+  state.showQueue = on;
+  $("#queue-panel").hidden = !on;
+  $("#inbox").hidden = on;
+  $("#status-filter").hidden = on;
+  if (on) loadQueue().catch(() => {});
+}
+
+// A warning goes to the assignee (and to supervisors when nobody has the ticket); a breach to supervisors and admins.
+function onSla(f) {
+  const key = f.kind === "breach" ? "breached" : "warned";
+  const patch = (c) => {
+    if (!c || !c.sla || (c.sla[key] || []).includes(f.metric)) return;
+    c.sla = { ...c.sla, [key]: [...(c.sla[key] || []), f.metric] };
+    if (f.kind === "breach") c.priority = ESCALATE[c.priority] || c.priority;
+  };
+  patch(state.conversations.get(f.conversation_id));
+  if (state.current && state.current.id === f.conversation_id) { patch(state.current); renderHeader(); }
+  renderInbox();
+  const mine = f.assignee_id != null && f.assignee_id === ME.id;
+  const metric = METRIC_TEXT[f.metric] || f.metric;
+  let text = null;
+  if (f.kind === "warning" && (mine || (MANAGER && f.assignee_id == null))) {
+    text = tr(`工单 ${f.ticket_no} ${metric}即将超时`, `Ticket ${f.ticket_no}: ${metric.toLowerCase()} due soon`);
+  } else if (f.kind === "breach" && (MANAGER || mine)) {
+    text = tr(`工单 ${f.ticket_no} ${metric}已超时`, `Ticket ${f.ticket_no}: ${metric.toLowerCase()} overdue`);
+  }
+  if (text) toast(text, () => openConversation(f.conversation_id), 10000);
+  clearTimeout(onSla.timer);  // the server's view (priority raised, flags) replaces the local patch
+  onSla.timer = setTimeout(() => loadInbox().catch(() => {}), 800);
+  refreshQueueSoon();
+}
+
 // ---------------------------------------------------------------- socket
 function sendFrame(frame) {
   if (state.ws && state.connected) { state.ws.send(JSON.stringify(frame)); return true; }
@@ -431,6 +552,7 @@ async function connect() {
 function handle(f) {
   switch (f.type) {
     case "ready":
+      if (f.server_time) syncClock(f.server_time, Date.now(), Date.now());
       state.connected = true;
       state.retry = 0;
       $("#conn").hidden = true;
@@ -439,6 +561,7 @@ function handle(f) {
       if (state.current) sendFrame({ type: "subscribe", conversation_id: state.current.id, last_seq: state.lastSeq });
       for (const [id, o] of state.outbox) sendFrame({ type: "send", conversation_id: o.conversation_id, client_msg_id: id, text: o.text, internal: o.internal });
       loadInbox();
+      refreshQueueSoon(0);
       renderPresence();
       break;
     case "message": {
@@ -464,6 +587,7 @@ function handle(f) {
     case "inbox": {
       const c = f.item;
       const existing = state.conversations.get(c.id) || {};
+      if (state.showQueue || c.status === "queued" || existing.status === "queued") refreshQueueSoon();
       state.conversations.set(c.id, { ...existing, ...c });
       if (state.current && state.current.id === c.id) {
         state.current = { ...state.current, ...c };
@@ -493,6 +617,10 @@ function handle(f) {
     case "staff_presence":
       state.presence = f.staff || {};
       renderPresence();
+      if (state.showQueue) refreshQueueSoon();
+      break;
+    case "sla":
+      onSla(f);
       break;
     case "error":
       if (f.ref && state.outbox.has(f.ref)) { state.outbox.delete(f.ref); renderMessages(); }
@@ -504,7 +632,9 @@ function handle(f) {
 function presenceText(s) { return { online: tr("在线", "online"), away: tr("离开", "away") }[s] || tr("离线", "offline"); }
 
 function renderPresence() {
-  $("#presence").value = state.presence[ME.username] || "offline";
+  const mine = state.presence[ME.username] || "offline";
+  $("#presence").value = mine;
+  $("#presence-hint").hidden = mine === "online";
   const online = Object.values(state.presence).filter((s) => s === "online").length;
   $("#online-count").textContent = tr(`在线客服 ${online}`, `${online} online`);
   if (state.current) renderHeader();
@@ -513,9 +643,20 @@ function renderPresence() {
 // ---------------------------------------------------------------- wiring
 document.querySelectorAll("#views button").forEach((b) => b.addEventListener("click", () => {
   document.querySelectorAll("#views button").forEach((x) => x.classList.toggle("active", x === b));
+  if (b.dataset.view === "queue") { showQueue(true); return; }
+  showQueue(false);
   state.view = b.dataset.view;
   loadInbox();
 }));
+$("#take-over").addEventListener("click", async () => {
+  const c = state.current;
+  const j = await api(`/console/api/conversations/${c.id}/assign`, { method: "POST", body: { assignee_id: ME.id } })
+    .catch(() => null);
+  if (!j) return;
+  state.current = { ...state.current, ...j.conversation };
+  renderHeader();
+  toast(tr(`已接手工单 ${c.ticket_no}`, `You took over ${c.ticket_no}`));
+});
 $("#status-filter").addEventListener("change", (ev) => { state.status = ev.target.value; loadInbox(); });
 $("#conv-status").addEventListener("change", async (ev) => {
   const j = await api(`/console/api/conversations/${state.current.id}/status`, { method: "POST", body: { status: ev.target.value } }).catch(() => null);
@@ -527,7 +668,18 @@ $("#conv-assignee").addEventListener("change", async (ev) => {
   if (j) { state.current = { ...state.current, ...j.conversation }; }
   renderHeader();
 });
-$("#presence").addEventListener("change", (ev) => sendFrame({ type: "presence", state: ev.target.value }));
+$("#presence").addEventListener("change", (ev) => {
+  const value = ev.target.value;
+  if (!sendFrame({ type: "presence", state: value })) {
+    toast(tr("连接中断，状态未更改", "Not connected; status unchanged"));
+    renderPresence();
+    return;
+  }
+  if (value !== "online") {
+    toast(tr(`你已设为${presenceText(value)}：不会再分配新会话，尚未回复的会话已退回排队由其他客服接待`,
+      `You are ${presenceText(value)}: no new conversations; unanswered ones went back to the queue`), null, 8000);
+  }
+});
 $("#composer").addEventListener("submit", (ev) => { ev.preventDefault(); sendCurrent(); });
 $("#reply").addEventListener("keydown", (ev) => {
   if (state.cannedItems && (ev.key === "Enter" || ev.key === "Tab")) { ev.preventDefault(); applyCanned(state.cannedItems[0]); return; }
@@ -551,6 +703,9 @@ document.addEventListener("visibilitychange", markRead);
   const [canned, staff] = await Promise.all([api("/console/api/canned"), api("/console/api/staff")]);
   state.canned = canned.canned;
   state.staff = staff.staff;
+  await loadQueue().catch(() => {});  // the SLA policy and the server's clock, for the countdowns
   await loadInbox();
   connect();
+  setInterval(tick, 1000);
+  setInterval(() => refreshQueueSoon(0), 30000);
 })();
