@@ -247,3 +247,13 @@ async def test_submit_report_service_returns_conversation_and_events(ctx):
         kinds = [e.payload["type"] for e in events if e.topic == f"conv:{conversation.id}"]
         assert kinds.count("message") == 2 and "conversation" in kinds
     assert reports.priority_for("payment_problem") == "high" and reports.priority_for("other") == "normal"
+
+
+async def test_too_many_reports_in_an_hour_are_refused(client, ctx):
+    chat = await session_for(client)
+    for _ in range(10):
+        r = await post_report(client, chat["customer_token"], fields(ctx, problem_type="other", wants="other"))
+        assert r.status_code == 201, r.text
+    r = await post_report(client, chat["customer_token"], fields(ctx))
+    assert r.status_code == 429 and r.json()["error"]["message"].startswith("提交问题太频繁了")
+    assert (await counts(ctx))["ProblemReport"] == 10

@@ -30,7 +30,13 @@ from zaima.web.pages import error_message, render
 router = APIRouter(tags=["chat"])
 # Per process, like the lookup limits: enough for a real customer, not for filling the queue with tickets.
 REPORTS_PER_HOUR = 10
-_report_limit = RateLimiter(REPORTS_PER_HOUR, 3600)
+
+
+def _report_limit(request: Request) -> RateLimiter:
+    limits = request.app.state.limits
+    if "report_customer" not in limits:
+        limits["report_customer"] = RateLimiter(REPORTS_PER_HOUR, 3600)
+    return limits["report_customer"]
 
 
 class RatingIn(BaseModel):
@@ -42,6 +48,7 @@ class RatingIn(BaseModel):
 
 @router.post("/api/v1/chat/reports", status_code=201)
 async def submit_report(
+    request: Request,
     ctx: AppContext = Depends(get_ctx),
     authorization: str | None = Header(default=None),
     problem_type: str = Form(""),
@@ -57,6 +64,7 @@ async def submit_report(
     The order is attached only from a valid `order_context` (the order page's signed context)."""
     form = reports.ReportForm(problem_type=problem_type, wants=wants, description=description,
                               occurred_at=occurred_at or None, order_no=order_no or None, contact=contact or None)
+    limit = _report_limit(request)
     shots = []
     too_many = len(files) > reports.MAX_SCREENSHOTS
     for upload in files:
@@ -67,7 +75,7 @@ async def submit_report(
     async def create(session):
         customer = await identity.customer_from_token(session, ctx.settings, ctx.clock, bearer(authorization))
         key = f"report:{customer.id}"
-        if not _report_limit.allowed(key):
+        if not limit.allowed(key):
             raise RateLimited("提交问题太频繁了，请稍后再试，或直接在会话里留言",
                               "Too many reports in a short time; try again later or write in the chat")
         order = None
@@ -85,7 +93,7 @@ async def submit_report(
         }
 
     key, payload = await ctx.transact(create)
-    _report_limit.hit(key)
+    limit.hit(key)
     return JSONResponse(payload, status_code=201)
 
 
