@@ -378,3 +378,16 @@ async def test_invalid_service_hours_are_not_saved(ctx):
             await save_service_hours(session, {"timezone": "Mars/Olympus"})
     async with unit_of_work(ctx.sessions) as session:
         assert await session.get(StoreSetting, "service_hours") is None
+
+
+def test_describe_week_for_the_footer():
+    from zaima.service.calendar import describe_week
+
+    default = BusinessCalendar.from_settings(None)
+    assert describe_week(default) == "每天 09:00–23:00（北京时间）"
+    assert describe_week(default, "en") == "Every day 09:00–23:00 (Beijing time)"
+    split = BusinessCalendar.from_settings({"weekly": {
+        **{d: [["09:00", "12:00"], ["13:30", "18:00"]] for d in ("mon", "tue", "wed", "thu", "fri")},
+        "sat": [["10:00", "16:00"]], "sun": [["10:00", "16:00"]]}})
+    assert describe_week(split) == "周一至周五 09:00–12:00, 13:30–18:00；周六、周日 10:00–16:00（北京时间）"
+    assert describe_week(split, "en") == "Mon–Fri 09:00–12:00, 13:30–18:00; Sat, Sun 10:00–16:00 (Beijing time)"

@@ -294,3 +294,18 @@ async def test_policy_page_shows_the_store_settings(client, ctx):
     r = await client.get("/policy")
     assert "48 小时内反馈卡密无效" in r.text
     assert "After-sales policy" in (await client.get("/policy?lang=en")).text
+
+
+async def test_service_hours_on_the_pages_come_from_the_service_settings(client, ctx):
+    from zaima.service.calendar import save_service_hours
+    from zaima.web.pages import forget_service_facts
+
+    forget_service_facts()
+    assert "每天 09:00–23:00（北京时间）" in (await client.get("/support")).text
+    async with unit_of_work(ctx.sessions) as session:
+        await save_service_hours(session, {"weekly": {d: [["10:00", "12:00"], ["13:00", "02:00"]] for d in
+                                                      ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}})
+    forget_service_facts()  # what the admin API does after a save; other nodes catch up within seconds
+    html = (await client.get("/support")).text
+    assert "每天 10:00–12:00, 13:00–02:00（北京时间）" in html and "30 分钟内回复" in html
+    assert "Every day 10:00–12:00, 13:00–02:00 (Beijing time)" in (await client.get("/?lang=en")).text

@@ -499,3 +499,35 @@ def describe_time(calendar: BusinessCalendar, at: datetime, now: datetime, lang:
         return f"{relative} {clock}"
     year = f"{local.year}年" if other_year else ""
     return f"{year}{local.month}月{local.day}日（{WEEKDAY_ZH[local.weekday()]}）{clock}"
+
+
+_SHORT_EN = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def describe_week(calendar: BusinessCalendar, lang: str = "zh") -> str:
+    """The weekly schedule in one line for people: 「每天 09:00–23:00（北京时间）」, 「周一至周五 09:00–18:00；
+    周六、周日 10:00–16:00（北京时间）」, "Mon–Fri 09:00–18:00; Sat, Sun 10:00–16:00 (Beijing time)"."""
+    en = lang == "en"
+    schedule = calendar.to_dict()["weekly"]
+    groups: list[tuple[list[int], list]] = []
+    for i, key in enumerate(WEEKDAYS):
+        if not schedule[key]:
+            continue
+        if groups and groups[-1][1] == schedule[key] and groups[-1][0][-1] == i - 1:
+            groups[-1][0].append(i)
+        else:
+            groups.append(([i], schedule[key]))
+    names = _SHORT_EN if en else WEEKDAY_ZH
+
+    def days(indexes: list[int]) -> str:
+        if len(indexes) == 7:
+            return "Every day" if en else "每天"
+        if len(indexes) >= 3:
+            return f"{names[indexes[0]]}{'–' if en else '至'}{names[indexes[-1]]}"
+        return (", " if en else "、").join(names[i] for i in indexes)
+
+    parts = [f"{days(indexes)} {', '.join(f'{a}–{b}' for a, b in periods)}" for indexes, periods in groups]
+    zone = calendar.tz.key
+    beijing = zone in ("Asia/Shanghai", "Asia/Chongqing", "PRC")
+    note = (" (Beijing time)" if beijing else f" ({zone})") if en else ("（北京时间）" if beijing else f"（{zone}）")
+    return ("; " if en else "；").join(parts) + note

@@ -3,6 +3,7 @@ guest order lookup and "how to reach support". Thin routes over zaima.store; the
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
@@ -20,6 +21,8 @@ from zaima.core.money import format_yuan
 from zaima.core.signing import check_order_access_token, order_access_token
 from zaima.db import unit_of_work
 from zaima.models import Product
+from zaima.service.calendar import BusinessCalendar, describe_week, load_calendar
+from zaima.service.policy import load_sla
 from zaima.store import api, catalog, orders
 from zaima.store.epay import PAY_TYPES
 from zaima.store.policy import store_after_sales
@@ -28,7 +31,45 @@ from zaima.store.views import KIND_TEXT, order_view
 from zaima.web import TEMPLATES_DIR
 from zaima.web.deps import client_ip, get_ctx
 
-router = APIRouter(include_in_schema=False)
+SERVICE_FACTS_SECONDS = 10.0  # pages may show hours changed on another node this much later
+_service_facts: dict[int, tuple[float, dict]] = {}
+
+
+async def service_facts(request: Request) -> None:
+    """The store's service hours and reply promise for the page footer and /support, read from the
+    service settings (cached for a few seconds per process)."""
+    ctx = request.app.state.ctx
+    cached = _service_facts.get(id(ctx))
+    if cached is None or time.monotonic() - cached[0] > SERVICE_FACTS_SECONDS:
+        async with unit_of_work(ctx.sessions) as session:
+            calendar = await load_calendar(session)
+            minutes = (await load_sla(session)).targets["normal"].first_response
+        facts = {
+            "hours": (describe_week(calendar), describe_week(calendar, "en")),
+            "reply": (f"服务时间内一般 {minutes} 分钟内回复；非服务时间的留言会生成工单，在下一个服务时段按顺序处理，"
+                      "并告诉你最晚回复时间。",
+                      f"During service hours we usually reply within {minutes} minutes; messages left outside "
+                      "them become tickets, answered in order when service opens, with a promised reply time."),
+        }
+        cached = _service_facts[id(ctx)] = (time.monotonic(), facts)
+    request.state.service_facts = cached[1]
+
+
+def _facts(request: Request) -> dict:
+    """Pages on this router have the facts loaded; others (console, rating page) get the defaults."""
+    facts = getattr(request.state, "service_facts", None)
+    if facts is None:
+        default = BusinessCalendar.from_settings(None)
+        facts = {"hours": (describe_week(default), describe_week(default, "en")), "reply": ("", "")}
+    return facts
+
+
+def forget_service_facts() -> None:
+    """The operator changed the service settings: show them on the next page."""
+    _service_facts.clear()
+
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(service_facts)])
 
 LANG_COOKIE = "zaima_lang"
 LANGS = ("zh-CN", "en")
@@ -46,16 +87,12 @@ RECHARGE_TEXT = {
 
 
 # ---------------------------------------------------------------------------------------------------
-# DEMO VALUES. Service hours and official channels are hard-coded here until the operator settings
-# (service hours, official contacts) exist; then this dict is replaced by a read of those settings.
+# DEMO VALUES. The store name and the channels listed on /support are hard-coded here until the operator
+# settings for them exist. Service hours and the reply promise come from the service settings.
 # Every value is (zh-CN, en).
 # ---------------------------------------------------------------------------------------------------
 SUPPORT_INFO: dict = {
     "store_name": ("在吗数字商店", "Zaima Store"),
-    "hours": ("每天 09:00–24:00（北京时间）", "Every day 09:00–24:00 (Beijing time)"),
-    "reply": ("工作时间内一般 10 分钟内回复；非工作时间的留言，次日 09:00 起按顺序处理。",
-              "During service hours we usually reply within 10 minutes; messages left outside them are "
-              "answered in order from 09:00 the next day."),
     "channels": [
         {"name": ("客服邮箱", "E-mail"), "value": "support@zaima.example", "href": "mailto:support@zaima.example",
          "note": ("全天可发，工作时间内处理", "Any time; handled during service hours")},
@@ -122,7 +159,7 @@ def render(request: Request, template: str, status: int = 200, switch_path: str 
         lang=lang,
         request=request,
         store_name=_pick(lang, SUPPORT_INFO["store_name"]),
-        service_hours=_pick(lang, SUPPORT_INFO["hours"]),
+        service_hours=_pick(lang, _facts(request)["hours"]),
         lang_url=f"{path}?{urlencode({**query, 'lang': switch})}",
         pick=lambda pair: _pick(lang, pair),
     )
@@ -461,4 +498,4 @@ async def support_page(request: Request):
         channels.append({**channel, "href": href})
     return render(request, "support.html", order_no=order_no,
                   display_no=display_order_no(order_no) if order_no else "",
-                  channels=channels, reply=SUPPORT_INFO["reply"])
+                  channels=channels, reply=_facts(request)["reply"])
