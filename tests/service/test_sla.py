@@ -150,6 +150,8 @@ async def test_service_pass_announces_breaches_to_the_console(ctx, clock):
         seen.append(event)
     sla_events = [(e["kind"], e["ticket_no"]) for e in seen if e.get("type") == "sla"]
     assert sla_events == [("breach", f"T-{10000 + t.id}")]  # past due at once: no separate warning
+    rows = [e["item"] for e in seen if e.get("type") == "inbox" and e["conversation_id"] == t.id]
+    assert rows and rows[-1]["priority"] == "high"  # consoles learn the raised priority
     subscription.close()
 
 

@@ -9,6 +9,8 @@ import asyncio
 
 import structlog
 
+from zaima.conversations import conversations as convs
+from zaima.models import Conversation
 from zaima.realtime.publish import publish_after_commit
 from zaima.service import queue, routing, sla
 
@@ -24,6 +26,10 @@ async def run_pass(ctx) -> None:
         events = await routing.release_absent(session, ctx, online)
         alerts = await sla.check(session, cfg, ctx.clock.now())
         events += [alert.event() for alert in alerts]
+        for conversation_id in sorted({a.conversation_id for a in alerts if a.kind == "breach"}):
+            # the priority went up: every console's copy of the ticket must hear of it
+            conversation = await session.get(Conversation, conversation_id)
+            events += await convs.changed_events(session, conversation, public=False)
         events += await routing.route(session, ctx, online)
         events += await queue.queue_events(session, ctx, cfg, online)
         publish_after_commit(session, ctx.hub, events)

@@ -161,6 +161,7 @@ async def agent_socket(ws: WebSocket):
         await handler.set_presence("online")  # connecting to the console means being on duty
         await socket.send({"type": "ready", "me": {"id": user.id, "username": user.username,
                                                    "display_name": user.display_name, "role": user.role},
+                           "server_time": ctx.clock.now().isoformat(),
                            **{"staff_presence": (await handler.staff_presence())["staff"]}})
         await run_socket(socket, subscription, handler.transform, handler.handle)
     finally:

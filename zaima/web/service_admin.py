@@ -21,7 +21,7 @@ from sqlalchemy import select
 from zaima.context import AppContext
 from zaima.conversations import events as ev
 from zaima.core.errors import Forbidden, NotFound, ValidationFailed
-from zaima.db import unit_of_work
+from zaima.db import on_commit, unit_of_work
 from zaima.models import Conversation, Customer, Order, StaffUser
 from zaima.models.catalog import PRODUCT_KINDS
 from zaima.realtime.publish import AGENT
@@ -30,6 +30,7 @@ from zaima.service.calendar import describe_time, load_calendar, save_service_ho
 from zaima.service.policy import load_sla, load_vip, save_sla, save_vip
 from zaima.store.admin_api import Unauthorized, current_staff
 from zaima.web.deps import get_ctx
+from zaima.web.pages import forget_service_facts
 from zaima.web.staff_auth import current_agent, read_session
 
 router = APIRouter(prefix="/api/v1/admin", tags=["service admin"])
@@ -86,6 +87,7 @@ async def put_service_hours(body: Any = Body(...), ctx: AppContext = Depends(get
     async with unit_of_work(ctx.sessions) as session:
         calendar = await save_service_hours(session, _object(body, "营业时间设置", "Service hours"))
         queue.schedule_routing(session, ctx)  # queued customers learn the new opening times
+        on_commit(session, forget_service_facts)  # and the pages show them
         return calendar.to_dict()
 
 
@@ -102,6 +104,7 @@ async def put_sla(body: Any = Body(...), ctx: AppContext = Depends(get_ctx), _: 
     async with unit_of_work(ctx.sessions) as session:
         policy = await save_sla(session, _object(body, "SLA 设置", "SLA settings"))
         queue.schedule_routing(session, ctx)
+        on_commit(session, forget_service_facts)  # the reply promise on /support
         return policy.to_dict()
 
 
