@@ -123,7 +123,8 @@ def parse_shifts(text: str) -> list[tuple[str, int, tuple[int, int], tuple[int, 
 
 
 def local(day: date, at: tuple[int, int], plus_days: int = 0) -> datetime:
-    return datetime(day.year, day.month, day.day, at[0], at[1], tzinfo=TZ).astimezone(UTC) + timedelta(days=plus_days)
+    wall = datetime(day.year, day.month, day.day, at[0], at[1], tzinfo=TZ)
+    return wall.astimezone(UTC) + timedelta(days=plus_days)
 
 
 def arrivals(rng: random.Random, curve: list[float], day: date, scale: float, complaint: float, vip: float,
@@ -312,26 +313,20 @@ async def simulate(args) -> dict:
         higher lanes, shift changes, the handling times of conversations not yet started)."""
         now = ctx.clock.now()
         online = await queue.online_agents(ctx)
-        real = queue.mean_handling_time
-
-        async def true_handle(_session, _now):
-            return timedelta(seconds=true_mean)
-
-        queue.mean_handling_time = true_handle
-        try:
-            snap = await queue.snapshot(session, online, now)
-        finally:
-            queue.mean_handling_time = real
+        snap = await queue.snapshot(session, online, now)
+        snap.durations = [true_mean] * queue.MIN_HISTORY  # the generator's true mean, nothing else changed
         out = {"true_mean_handle": snap.waits()[cid].total_seconds()}
-        slots = []
+        ends = []
         for agent in agents:
             if agent.username not in online:
                 continue
-            ends = sorted(recs[c].assigned_at + timedelta(seconds=recs[c].handle_s) for c in agent.holding)
-            slots += [max(end, now) for end in ends[:args.max_concurrent]]
-            slots += [now] * max(0, args.max_concurrent - len(ends))
-        oracle = queue.Snapshot(now, snap.queued, slots, handle=timedelta(seconds=true_mean))
-        out["known_present"] = oracle.waits()[cid].total_seconds()
+            held = sorted(recs[c].assigned_at + timedelta(seconds=recs[c].handle_s) for c in agent.holding)
+            ends += [max((end - now).total_seconds(), 0.0) for end in held[:args.max_concurrent]]
+            ends += [0.0] * max(0, args.max_concurrent - len(held))
+        heapq.heapify(ends)  # the true remaining time of every slot: a perfect view of the present
+        for _ in range(snap.queued.index(cid)):
+            heapq.heappush(ends, heapq.heappop(ends) + true_mean)
+        out["known_present"] = ends[0] if ends else None
         out.update(await sampled_residuals(session, online, now, snap.queued, cid))
         return out
 
@@ -365,8 +360,8 @@ async def simulate(args) -> dict:
         out = {}
         for name, sample in (("sampled_residuals", durations), ("ideal_distribution", ideal_sample)):
             draw = random.Random(cid)
-            residuals = [[0.0] if a is None else [h - a for h in sample if h > a] or [mean / queue.MIN_REMAINING_SHARE]
-                         for a in elapsed]
+            floor = [mean / queue.MIN_REMAINING_SHARE]
+            residuals = [[0.0] if a is None else [h - a for h in sample if h > a] or floor for a in elapsed]
             results = []
             for _ in range(PROPOSAL_RUNS):
                 heap = [draw.choice(options) for options in residuals]
@@ -447,9 +442,10 @@ async def simulate(args) -> dict:
             busy = sum(1 for r in recs.values() if r.assignee is not None and r.resolved_at is None)
             async with unit_of_work(ctx.sessions) as session:
                 estimate = (await queue.mean_handling_time(session, at)).total_seconds()
+            resolved = sum(1 for r in recs.values() if r.resolved_at)
             log(f"{(at.astimezone(TZ)).strftime('%H:%M')} hand-offs {len(recs):4d}  queued {queued:3d}  "
                 f"held by agents {busy:3d}  online {','.join(sorted(online_names)) or '-':28s}  "
-                f"resolved {sum(1 for r in recs.values() if r.resolved_at):4d}  handle est. {estimate:4.0f} s  passes {stats['passes']:5d}  "
+                f"resolved {resolved:4d}  handle est. {estimate:4.0f} s  passes {stats['passes']:5d}  "
                 f"wall {time.perf_counter() - wall0:6.1f} s")
             continue  # a log line is not an event of the system
         await routing_pass()
@@ -599,6 +595,40 @@ def summarize(args, recs: dict[int, Rec], sla_rows, conv_rows, stats, sim_second
     }
 
 
+def pool(paths: list[str], threshold: float) -> dict:
+    """Pooled expected-wait errors over the --dump-csv files of several runs (one JSON object)."""
+    import csv
+
+    rows = [row for path in paths for row in csv.DictReader(open(path, newline=""))]
+    scored = [r for r in rows if r["predicted_s"] != "" and float(r["actual_wait_s"]) >= threshold]
+
+    def errors(key: str, keep=lambda r: True) -> dict:
+        chosen = [r for r in scored if r[key] != "" and keep(r)]
+        rel = [(float(r[key]) - float(r["actual_wait_s"])) / float(r["actual_wait_s"]) * 100 for r in chosen]
+        absolute = [abs(e) for e in rel]
+        return {"n": len(chosen), "median_abs_error_pct": percentile(absolute, 0.5),
+                "p90_abs_error_pct": percentile(absolute, 0.9), "median_signed_error_pct": percentile(rel, 0.5)}
+
+    def rounded(d: dict) -> dict:
+        return {k: round(v, 1) if isinstance(v, float) else v for k, v in d.items()}
+
+    keys = ("true_mean_handle", "sampled_residuals", "ideal_distribution", "known_present")
+    positions = {"1": (1, 1), "2-3": (2, 3), "4-8": (4, 8), "9+": (9, 10**9)}
+    waits = {"30-60": (30, 60), "60-120": (60, 120), "120-300": (120, 300), "300-600": (300, 600),
+             "600+": (600, 10**9)}
+    return {
+        "runs": len(paths), "seeds": sorted({int(r["seed"]) for r in rows}), "conversations": len(rows),
+        "queued_with_wait": len(scored), "no_estimate": sum(1 for r in rows if r["predicted_s"] == ""),
+        "expected_wait": rounded(errors("predicted_s")),
+        "what_if": {k: rounded(errors(f"what_if_{k}_s")) for k in keys},
+        "by_position": {name: rounded(errors("predicted_s", lambda r, lo=lo, hi=hi: lo <= int(r["position"]) <= hi))
+                        for name, (lo, hi) in positions.items()},
+        "by_actual_wait_s": {name: rounded(errors("predicted_s", lambda r, lo=lo, hi=hi:
+                                                  lo <= float(r["actual_wait_s"]) < hi))
+                             for name, (lo, hi) in waits.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=1)
@@ -626,7 +656,12 @@ def main() -> None:
     parser.add_argument("--dump-csv", default="", help="write one row per hand-off (prediction, actual wait, "
                                                        "what-ifs) to this file, e.g. to pool several seeds")
     parser.add_argument("--database-url", default="", help="a fresh database (migrated here); default: SQLite temp")
+    parser.add_argument("--pool", nargs="+", metavar="CSV", help="do not simulate: pool the --dump-csv files of "
+                                                                  "earlier runs and print their expected-wait errors")
     args = parser.parse_args()
+    if args.pool:
+        print(json.dumps(pool(args.pool, args.wait_threshold), ensure_ascii=False))
+        return
     configure_quiet_logging()
     result = asyncio.run(simulate(args))
     ew = result["expected_wait"]

@@ -199,3 +199,20 @@ async def test_resolving_meets_the_resolution_target_and_reopening_restarts_it(c
     clock.advance(hours=1)
     reopened = await set_status(ctx, t.id, "open")
     assert reopened.resolution_due_at == local(2026, 11, 26, 12, 0) + timedelta(hours=24)
+
+
+async def test_a_breached_ticket_still_waiting_moves_up_a_lane(ctx, clock):
+    from zaima.service import queue
+
+    await set_hours(ctx, ALL_DAY)
+    clock.set(local(2026, 11, 26, 10, 0))
+    late = await ticket(ctx)  # first response due 10:30
+    clock.set(local(2026, 11, 26, 10, 20))
+    fresh = await ticket(ctx, priority="high")  # a complaint overtakes it
+    async with unit_of_work(ctx.sessions) as session:
+        assert (await queue.snapshot(session, set(), clock.now())).queued == [fresh.id, late.id]
+    clock.set(local(2026, 11, 26, 10, 31))
+    await service_pass(ctx)  # breached: up to the complaint lane, where it has waited longest
+    async with unit_of_work(ctx.sessions) as session:
+        assert (await queue.snapshot(session, set(), clock.now())).queued == [late.id, fresh.id]
+    assert (await conv(ctx, late.id)).priority == "high"

@@ -22,6 +22,16 @@ METRICS = ("first_response", "next_response", "resolution")
 SPENDING_STATES = ("paid", "delivering", "delivered", "awaiting_stock", "delivery_failed", "partially_refunded")
 
 
+RANKS = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
+VIP_RANK = 2  # a VIP waits in the complaint lane at least
+
+
+def rank_of(priority: str, vip: bool) -> int:
+    """The ticket's lane in the queue: urgent > high (complaints, VIPs) > normal > low."""
+    rank = RANKS.get(priority, 1)
+    return max(rank, VIP_RANK) if vip else rank
+
+
 @dataclass(frozen=True)
 class Targets:
     """Minutes for each metric."""

@@ -28,19 +28,13 @@ from zaima.db import on_commit
 from zaima.models import Conversation, Customer, Order, Product, StaffUser
 from zaima.service import mail, sla
 from zaima.service.calendar import describe_time
-from zaima.service.policy import is_vip
+from zaima.service.policy import RANKS, is_vip, rank_of
 from zaima.service.sla import ServiceConfig
 
-RANKS = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
-VIP_RANK = 2  # a VIP waits in the complaint lane at least
 DEFAULT_HANDLE = timedelta(minutes=8)  # until there is history to learn from
 HANDLE_SAMPLE = 50
+MIN_HISTORY = 3  # resolved tickets needed before the recent handling times are used
 MIN_REMAINING_SHARE = 5  # an occupied slot frees in at least 1/5 of a handling time
-
-
-def rank_of(priority: str, vip: bool) -> int:
-    rank = RANKS.get(priority, 1)
-    return max(rank, VIP_RANK) if vip else rank
 
 
 def queue_order():
@@ -116,41 +110,54 @@ class Snapshot:
 
     now: datetime
     queued: list[int]  # conversation ids in queue order
-    slots: list[datetime] = field(default_factory=list)  # when each online slot is expected to be free
-    handle: timedelta = DEFAULT_HANDLE
+    free_slots: int = 0
+    busy_ages: list[float] = field(default_factory=list)  # seconds each occupied slot has been handled
+    durations: list[float] = field(default_factory=list)  # recent handling times, seconds, ascending
     agents_online: int = 0
 
+    @property
+    def handle(self) -> timedelta:
+        """Mean recent handling time (the default until there are enough tickets to learn from)."""
+        if len(self.durations) < MIN_HISTORY:
+            return DEFAULT_HANDLE
+        return timedelta(seconds=sum(self.durations) / len(self.durations))
+
     def waits(self) -> dict[int, timedelta | None]:
-        """Expected wait of every queued conversation (None when no agent is online)."""
-        if not self.slots:
+        """Expected wait of every queued conversation (None when no agent is online): every slot frees one
+        mean handling time after it started (at least a fifth of one from now); walking the queue in order,
+        each conversation takes the earliest slot, which frees again one handling time later."""
+        if not self.free_slots and not self.busy_ages:
             return {cid: None for cid in self.queued}
-        heap = list(self.slots)
+        handle = self.handle.total_seconds()
+        floor = handle / MIN_REMAINING_SHARE
+        heap = [0.0] * self.free_slots + [max(handle - age, floor) for age in self.busy_ages]
         heapq.heapify(heap)
         result = {}
         for cid in self.queued:
-            free_at = max(heapq.heappop(heap), self.now)
-            result[cid] = free_at - self.now
-            heapq.heappush(heap, free_at + self.handle)
+            free_at = heapq.heappop(heap)
+            result[cid] = timedelta(seconds=free_at)
+            heapq.heappush(heap, free_at + handle)
         return result
 
 
-async def mean_handling_time(session: AsyncSession, now: datetime) -> timedelta:
-    """Mean time from assignment to resolution over recent tickets (the last 50 in 7 days)."""
+async def recent_handling_times(session: AsyncSession, now: datetime) -> list[float]:
+    """Assignment-to-resolution times (seconds, ascending) of the last 50 tickets resolved in 7 days."""
     rows = (await session.execute(
         select(Conversation.assigned_at, Conversation.resolved_at)
         .where(Conversation.resolved_at.is_not(None), Conversation.assigned_at.is_not(None),
                Conversation.resolved_at >= now - timedelta(days=7), Conversation.resolved_at > Conversation.assigned_at)
         .order_by(Conversation.resolved_at.desc()).limit(HANDLE_SAMPLE))).all()
-    if len(rows) < 3:
-        return DEFAULT_HANDLE
-    return sum((resolved - assigned for assigned, resolved in rows), timedelta()) / len(rows)
+    return sorted((resolved - assigned).total_seconds() for assigned, resolved in rows)
+
+
+async def mean_handling_time(session: AsyncSession, now: datetime) -> timedelta:
+    return Snapshot(now, [], durations=await recent_handling_times(session, now)).handle
 
 
 async def snapshot(session: AsyncSession, online: set[str], now: datetime) -> Snapshot:
     queued = list(await session.scalars(select(Conversation.id).where(Conversation.status == "queued")
                                         .order_by(*queue_order())))
-    handle = await mean_handling_time(session, now)
-    snap = Snapshot(now, queued, handle=handle)
+    snap = Snapshot(now, queued, durations=await recent_handling_times(session, now))
     if not online:
         return snap
     agents = (await session.execute(select(StaffUser.id, StaffUser.max_concurrent)
@@ -163,12 +170,10 @@ async def snapshot(session: AsyncSession, online: set[str], now: datetime) -> Sn
                                             Conversation.assignee_id.in_([a.id for a in agents])))
         for assignee, assigned_at in rows:
             busy.setdefault(assignee, []).append(assigned_at or now)
-    floor = handle / MIN_REMAINING_SHARE
     for agent_id, capacity in agents:
-        started = sorted(busy.get(agent_id, []))
-        for assigned_at in started[:capacity]:
-            snap.slots.append(now + max(assigned_at + handle - now, floor))
-        snap.slots.extend([now] * max(0, capacity - len(started)))
+        started = sorted(busy.get(agent_id, []))[:capacity]
+        snap.busy_ages.extend(max(0.0, (now - assigned_at).total_seconds()) for assigned_at in started)
+        snap.free_slots += max(0, capacity - len(started))
     return snap
 
 
@@ -218,10 +223,14 @@ async def queue_status(session: AsyncSession, ctx, conversation: Conversation) -
     """The queue view of one conversation (the socket's `ready` frame); None when it is not queued."""
     if conversation.status != "queued":
         return None
-    for event in await queue_events(session, ctx):
-        if event.payload["conversation_id"] == conversation.id:
-            return event.payload["queue"]
-    return None
+    cfg = await sla.load_config(session)
+    now = ctx.clock.now()
+    snap = await snapshot(session, await online_agents(ctx), now)
+    if conversation.id not in snap.queued:
+        return None
+    wait = snap.waits()[conversation.id]
+    return status_view(conversation, snap.queued.index(conversation.id) + 1, len(snap.queued), wait, cfg,
+                       snap.agents_online, now)
 
 
 def _mask_email(address: str) -> str:

@@ -22,7 +22,7 @@ from zaima.conversations import events as ev
 from zaima.conversations.events import Event
 from zaima.models import Conversation, SlaEvent
 from zaima.service.calendar import BusinessCalendar, load_calendar
-from zaima.service.policy import SlaPolicy, VipRules, load_sla, load_vip
+from zaima.service.policy import SlaPolicy, VipRules, load_sla, load_vip, rank_of
 
 DUE_FIELDS = {"first_response": "first_response_due_at", "next_response": "next_response_due_at",
               "resolution": "resolution_due_at"}
@@ -155,16 +155,28 @@ class Alert:
                                       "due_at": self.due_at.isoformat(), "assignee_id": self.assignee_id})
 
 
-async def check(session: AsyncSession, cfg: ServiceConfig, now: datetime, limit: int = 500) -> list[Alert]:
-    """Warn at `warn_percent` of a target and escalate a breach (raise the priority; the ticket becomes
-    reassignable by any agent). Each alert happens once per target; paused resolution targets wait."""
-    rows = await session.scalars(
-        select(Conversation)
-        .where(Conversation.status.in_(HUMAN_STATUSES))
-        .where(or_(*(getattr(Conversation, f).is_not(None) for f in DUE_FIELDS.values())))
-        .order_by(Conversation.id).limit(limit))
+async def _running(session: AsyncSession, batch: int = 500):
+    """Every ticket with a running target, in batches (an unbounded backlog is still checked whole)."""
+    last_id = 0
+    while True:
+        rows = list(await session.scalars(
+            select(Conversation)
+            .where(Conversation.status.in_(HUMAN_STATUSES), Conversation.id > last_id)
+            .where(or_(*(getattr(Conversation, f).is_not(None) for f in DUE_FIELDS.values())))
+            .order_by(Conversation.id).limit(batch)))
+        for conversation in rows:
+            yield conversation
+        if len(rows) < batch:
+            return
+        last_id = rows[-1].id
+
+
+async def check(session: AsyncSession, cfg: ServiceConfig, now: datetime) -> list[Alert]:
+    """Warn at `warn_percent` of a target and escalate a breach (raise the priority — and the queue lane
+    of a ticket still waiting; the ticket becomes reassignable by any agent). Each alert happens once per
+    target; paused resolution targets wait."""
     alerts: list[Alert] = []
-    for conversation in rows:
+    async for conversation in _running(session):
         targets = _targets(cfg, conversation)
         for metric, field in DUE_FIELDS.items():
             due = getattr(conversation, field)
@@ -176,6 +188,8 @@ async def check(session: AsyncSession, cfg: ServiceConfig, now: datetime, limit:
                 _record(session, conversation, metric, "breach", due, now)
                 conversation.sla_breached = [*(conversation.sla_breached or []), metric]
                 conversation.priority = ESCALATE[conversation.priority]
+                conversation.queue_rank = max(conversation.queue_rank, rank_of(conversation.priority,
+                                                                              conversation.vip))
                 conversation.updated_at = now
                 alerts.append(Alert(conversation.id, conversation.ticket_no, metric, "breach", due,
                                     conversation.assignee_id))

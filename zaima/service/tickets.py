@@ -15,6 +15,7 @@ from zaima.conversations.messages import Posted
 from zaima.core.signing import order_access_token
 from zaima.models import Conversation, Order, StaffUser
 from zaima.service import mail, queue, sla
+from zaima.service.policy import rank_of
 
 STATUSES_FREEING_A_SLOT = ("pending_customer", "resolved", "closed", "queued")
 
@@ -28,7 +29,7 @@ async def change_status(session: AsyncSession, ctx, conversation: Conversation, 
         events = await queue.hand_off(session, ctx, conversation) if old in ("bot", "resolved") else []
         if old in ("open", "pending_customer"):
             conversation.queued_at = ctx.clock.now()
-            conversation.queue_rank = queue.rank_of(conversation.priority, conversation.vip)
+            conversation.queue_rank = rank_of(conversation.priority, conversation.vip)
             conversation.assigned_at = None
             events += await convs.assign(session, ctx.clock, conversation, None)
             queue.schedule_routing(session, ctx)
@@ -88,7 +89,7 @@ async def after_post(session: AsyncSession, ctx, conversation: Conversation, pos
         sla.on_status(session, cfg, conversation, status_before, conversation.status, now)
         if conversation.status == "queued":
             conversation.queued_at = now
-            conversation.queue_rank = queue.rank_of(conversation.priority, conversation.vip)
+            conversation.queue_rank = rank_of(conversation.priority, conversation.vip)
             queue.schedule_routing(session, ctx)
     sla.on_customer_message(cfg, conversation, now)
     return await _changed(session, conversation, before)
