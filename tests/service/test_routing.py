@@ -208,3 +208,22 @@ async def test_handling_time_is_learned_from_recent_tickets(ctx, clock):
         await set_status(ctx, t.id, "resolved")
     async with unit_of_work(ctx.sessions) as session:
         assert await queue.mean_handling_time(session, clock.now()) == timedelta(minutes=4)
+
+
+async def test_no_wait_is_promised_past_closing_time(ctx, clock):
+    from tests.service.helpers import local
+
+    await set_hours(ctx, {"timezone": "Asia/Shanghai", "weekly": {d: [["09:00", "18:00"]] for d in
+                                                                 ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}})
+    agent = await make_agent(ctx, "late", capacity=1)
+    await go_online(ctx, agent)
+    clock.set(local(2026, 11, 26, 17, 50))
+    await ticket(ctx)
+    await service_pass(ctx)  # the agent is busy with the first one
+    second, third = await ticket(ctx), await ticket(ctx)
+    async with unit_of_work(ctx.sessions) as session:
+        near = await queue.queue_status(session, ctx, await session.get(type(second), second.id))
+        far = await queue.queue_status(session, ctx, await session.get(type(third), third.id))
+    assert near["expected_wait_seconds"] == queue.DEFAULT_HANDLE.total_seconds() and not near["closing_soon"]
+    assert far["expected_wait_seconds"] is None and far["closing_soon"]  # 16 minutes would be after 18:00
+    assert far["next_open_text"] == "明天 09:00"

@@ -183,6 +183,12 @@ def status_view(conversation: Conversation, position: int, waiting: int, wait: t
     calendar = cfg.calendar
     open_now = calendar.is_open(now)
     next_open = None if open_now else calendar.next_open(now)
+    closing_soon = False
+    if open_now and wait is not None:
+        closes = calendar.period_end(now)
+        if closes is not None and now + wait > closes:
+            # The turn would come after closing: no number we could keep; say when service is back instead.
+            closing_soon, wait, next_open = True, None, calendar.next_open(closes)
     reply_by = conversation.first_response_due_at or conversation.next_response_due_at
     return {
         "ticket_no": conversation.ticket_no,
@@ -191,6 +197,7 @@ def status_view(conversation: Conversation, position: int, waiting: int, wait: t
         "expected_wait_seconds": None if wait is None or not open_now else int(wait.total_seconds()),
         "agents_online": agents_online,
         "open_now": open_now,
+        "closing_soon": closing_soon,
         "next_open_at": next_open.isoformat() if next_open else None,
         "next_open_text": describe_time(calendar, next_open, now, "zh") if next_open else None,
         "next_open_text_en": describe_time(calendar, next_open, now, "en") if next_open else None,

@@ -33,7 +33,7 @@
       queueAhead: "排队中：第 {p} 位（前面还有 {n} 人）", queueNext: "排队中：下一位就是你", queueWait: "预计等待约 {m} 分钟",
       queueSoon: "预计等待不到 1 分钟", queueUnknown: "预计等待：暂时无法估计",
       offHours: "现在是非服务时间，人工客服将于 {open} 上线。", offHoursNoTime: "现在是非服务时间。",
-      noAgents: "客服暂时都不在线。", replyBy: "工单号 {ticket}，我们会在 {by} 前回复你，消息不会丢失。",
+      noAgents: "客服暂时都不在线。", closing: "今天的服务时间快结束了，可能轮不到你；人工客服将于 {open} 再上线。", replyBy: "工单号 {ticket}，我们会在 {by} 前回复你，消息不会丢失。",
       replyLater: "工单号 {ticket}，客服上线后会按顺序回复你，消息不会丢失。",
       csatTitle: "请为本次服务打分", csatHint: "1 星最差，5 星最好", csatComment: "还想说点什么？（选填）",
       csatSubmit: "提交评价", csatThanks: "感谢你的评价", csatPick: "请先选择星级", star: "{n} 星",
@@ -62,7 +62,7 @@
       queueAhead: "In the queue: number {p} ({n} ahead of you)", queueNext: "In the queue: you are next", queueWait: "Expected wait about {m} min",
       queueSoon: "Expected wait under a minute", queueUnknown: "Expected wait: cannot estimate yet",
       offHours: "We are outside service hours; agents are back {open}.", offHoursNoTime: "We are outside service hours.",
-      noAgents: "No agent is online right now.", replyBy: "Ticket {ticket}: we will reply by {by}; nothing you send is lost.",
+      noAgents: "No agent is online right now.", closing: "Service hours end before your turn is likely to come; agents are back {open}.", replyBy: "Ticket {ticket}: we will reply by {by}; nothing you send is lost.",
       replyLater: "Ticket {ticket}: we answer in order once an agent is back; nothing you send is lost.",
       csatTitle: "How did we do?", csatHint: "1 star is poor, 5 is excellent", csatComment: "Anything else? (optional)",
       csatSubmit: "Submit rating", csatThanks: "Thank you for your rating", csatPick: "Pick a star rating first", star: "{n} stars",
@@ -272,7 +272,7 @@
     el.appendChild(head);
     var line = document.createElement("div");
     var en = lang === "en";
-    var staffed = q.open_now && q.agents_online > 0;
+    var staffed = q.open_now && q.agents_online > 0 && !q.closing_soon;
     if (staffed) {
       var s = q.expected_wait_seconds;
       line.textContent = s == null ? t("queueUnknown") : s < 60 ? t("queueSoon") : t("queueWait", { m: Math.round(s / 60) });
@@ -283,7 +283,8 @@
     // Off hours, or nobody on duty: say so plainly, with the ticket number and the promised reply time.
     var open = en ? q.next_open_text_en : q.next_open_text;
     var by = en ? q.reply_by_text_en : q.reply_by_text;
-    var text = !q.open_now ? (open ? t("offHours", { open: open }) : t("offHoursNoTime")) : t("noAgents");
+    var text = !q.open_now ? (open ? t("offHours", { open: open }) : t("offHoursNoTime"))
+      : q.closing_soon && open ? t("closing", { open: open }) : t("noAgents");
     text += (lang === "en" ? " " : "") + (by ? t("replyBy", { ticket: q.ticket_no || c.ticket_no, by: by })
       : t("replyLater", { ticket: q.ticket_no || c.ticket_no }));
     line.className = "q-note";
