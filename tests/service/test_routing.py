@@ -227,3 +227,16 @@ async def test_no_wait_is_promised_past_closing_time(ctx, clock):
     assert near["expected_wait_seconds"] == queue.DEFAULT_HANDLE.total_seconds() and not near["closing_soon"]
     assert far["expected_wait_seconds"] is None and far["closing_soon"]  # 16 minutes would be after 18:00
     assert far["next_open_text"] == "明天 09:00"
+
+
+async def test_admins_are_not_routed_to(ctx, clock):
+    await set_hours(ctx, ALL_DAY)
+    owner = await make_agent(ctx, "owner", role="admin")
+    await go_online(ctx, owner)
+    waiting = await ticket(ctx)
+    await service_pass(ctx)
+    assert (await conv(ctx, waiting.id)).status == "queued"
+    lead = await make_agent(ctx, "lead", role="supervisor")
+    await go_online(ctx, lead)
+    await service_pass(ctx)
+    assert (await conv(ctx, waiting.id)).assignee_id == lead.id

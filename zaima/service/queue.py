@@ -42,6 +42,12 @@ def queue_order():
             Conversation.id)
 
 
+def routable(online: set[str]) -> tuple:
+    """Who takes conversations automatically: active agents and supervisors who are online. Admins (the
+    store's operators) are never routed to; they can still take a conversation by hand."""
+    return StaffUser.username.in_(online), StaffUser.active.is_(True), StaffUser.role != "admin"
+
+
 def schedule_routing(session: AsyncSession, ctx) -> None:
     """Once this unit of work commits, let the service loop route and refresh positions now."""
     on_commit(session, ctx.kick_service)
@@ -160,8 +166,7 @@ async def snapshot(session: AsyncSession, online: set[str], now: datetime) -> Sn
     snap = Snapshot(now, queued, durations=await recent_handling_times(session, now))
     if not online:
         return snap
-    agents = (await session.execute(select(StaffUser.id, StaffUser.max_concurrent)
-                                    .where(StaffUser.username.in_(online), StaffUser.active.is_(True)))).all()
+    agents = (await session.execute(select(StaffUser.id, StaffUser.max_concurrent).where(*routable(online)))).all()
     snap.agents_online = len(agents)
     busy: dict[int, list[datetime]] = {}
     if agents:

@@ -1,5 +1,6 @@
 """Routing: queued conversations go to online agents with free capacity, in queue order.
 
+- Who: online agents and supervisors (admins are operators: never routed to, though they may take one).
 - Capacity: an agent holds at most `max_concurrent` conversations in status `open` (a conversation
   waiting on the customer does not occupy a slot).
 - Skills: an agent with product kinds in `skills` takes only those kinds (no kinds: every kind); the
@@ -27,7 +28,7 @@ from zaima.conversations.events import Event
 from zaima.conversations.messages import post_message
 from zaima.conversations.senders import Sender
 from zaima.models import Conversation, StaffUser
-from zaima.service.queue import queue_order
+from zaima.service.queue import queue_order, routable
 
 SKILL_FALLBACK = timedelta(minutes=5)
 ABSENCE_GRACE = timedelta(seconds=60)
@@ -80,8 +81,7 @@ async def route(session: AsyncSession, ctx, online: set[str]) -> list[Event]:
         return []
     await _lock(session)
     now = ctx.clock.now()
-    agents = list(await session.scalars(select(StaffUser).where(StaffUser.username.in_(online),
-                                                                StaffUser.active.is_(True))))
+    agents = list(await session.scalars(select(StaffUser).where(*routable(online))))
     if not agents:
         return []
     load = await loads(session, [a.id for a in agents])
