@@ -55,7 +55,8 @@ async def test_metrics_over_a_day(ctx, clock):
     assert result["resolution"]["count"] == 1
     assert result["resolution"]["median_seconds"] == (local(2026, 11, 26, 14, 30) - quick_created).total_seconds()
     assert result["resolution_rate"] == 0.5
-    assert result["csat"] == {"count": 1, "average": 5.0, "satisfied_share": 1.0}
+    assert result["csat"] == {"count": 1, "average": 5.0, "satisfied_share": 1.0,
+                              "by_agent": {str(agent.id): {"count": 1, "average": 5.0}}}
     # `slow` was answered 15 service minutes after hand-off (target 30): both first responses on time.
     assert result["sla_attainment"]["first_response"] == 1.0
     assert result["sla_attainment"]["resolution"] == 1.0

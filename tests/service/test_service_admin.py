@@ -291,3 +291,11 @@ async def test_console_queue_lists_tickets_in_queue_order_with_waits_and_agents(
     assert [(a["username"], a["presence"], a["load"], a["max_concurrent"]) for a in j["agents"]] == [
         ("xiaomei", "online", 1, 2)]
     await lease.release()
+
+
+async def test_service_metrics_endpoint(api, ctx):
+    body = (await api.get("/api/v1/admin/service/metrics?hours=24", auth=AGENT)).json()
+    assert body["handed_off"] == 0 and body["first_response"]["count"] == 0 and body["csat"]["average"] is None
+    refused = await api.get("/api/v1/admin/service/metrics?hours=0", auth=AGENT)
+    assert refused.status_code == 422 and "hours" in refused.json()["error"]["message"]
+    assert (await api.get("/api/v1/admin/service/metrics")).status_code == 401

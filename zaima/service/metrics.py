@@ -39,8 +39,13 @@ async def service_metrics(session: AsyncSession, calendar: BusinessCalendar, sin
     handed_off, handed_off_resolved = (await session.execute(
         select(func.count(), func.count().filter(Conversation.resolved_at.is_not(None)))
         .where(Conversation.handoff_at >= since, Conversation.handoff_at < until))).one()
-    ratings = [r for (r,) in (await session.execute(
-        select(CsatRating.rating).where(CsatRating.created_at >= since, CsatRating.created_at < until))).all()]
+    rated = (await session.execute(select(CsatRating.rating, CsatRating.agent_id)
+                                   .where(CsatRating.created_at >= since, CsatRating.created_at < until))).all()
+    ratings = [rating for rating, _ in rated]
+    by_agent: dict[int, list[int]] = {}
+    for rating, agent_id in rated:
+        if agent_id is not None:
+            by_agent.setdefault(agent_id, []).append(rating)
     within_60 = sum(1 for start, end in first if end - start <= timedelta(seconds=60))
     sla_rows = (await session.execute(
         select(SlaEvent.metric, SlaEvent.kind, func.count())
@@ -62,6 +67,8 @@ async def service_metrics(session: AsyncSession, calendar: BusinessCalendar, sin
         "resolution_rate": round(handed_off_resolved / handed_off, 4) if handed_off else None,
         "csat": {"count": len(ratings),
                  "average": round(sum(ratings) / len(ratings), 2) if ratings else None,
-                 "satisfied_share": round(sum(1 for r in ratings if r >= 4) / len(ratings), 4) if ratings else None},
+                 "satisfied_share": round(sum(1 for r in ratings if r >= 4) / len(ratings), 4) if ratings else None,
+                 "by_agent": {str(agent): {"count": len(values), "average": round(sum(values) / len(values), 2)}
+                              for agent, values in sorted(by_agent.items())}},
         "sla_attainment": attainment,
     }

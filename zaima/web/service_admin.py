@@ -11,7 +11,7 @@ Chinese (and English) and nothing is saved.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
@@ -27,6 +27,7 @@ from zaima.models.catalog import PRODUCT_KINDS
 from zaima.realtime.publish import AGENT
 from zaima.service import queue, routing, sla
 from zaima.service.calendar import describe_time, load_calendar, save_service_hours
+from zaima.service.metrics import service_metrics
 from zaima.service.policy import load_sla, load_vip, save_sla, save_vip
 from zaima.store.admin_api import Unauthorized, current_staff
 from zaima.web.deps import get_ctx
@@ -165,6 +166,16 @@ def parse_routing(values: dict) -> dict:
                                    "languages must hold at least one of zh, en", field="languages")
         changes["languages"] = [x for x in LANGUAGES if x in languages]
     return changes
+
+
+@router.get("/service/metrics")
+async def get_metrics(hours: int = 24, ctx: AppContext = Depends(get_ctx), _: StaffUser = Depends(service_staff)):
+    """Service levels over the last `hours` (1–2160), as defined in docs/metrics.md."""
+    if not 1 <= hours <= 24 * 90:
+        raise ValidationFailed("hours 必须在 1 到 2160 之间", "hours must be from 1 to 2160", field="hours")
+    now = ctx.clock.now()
+    async with unit_of_work(ctx.sessions) as session:
+        return await service_metrics(session, await load_calendar(session), now - timedelta(hours=hours), now)
 
 
 @router.get("/staff/routing")
