@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     order_context_minutes: int = 120  # lifetime of the signed order context the order page hands out
     attachment_max_bytes: int = 5 * 1024 * 1024
     message_max_chars: int = 4000
+    customer_frames_per_second: float = 20.0  # per customer socket, the same again as a burst
     # The bot answers conversations nobody has taken yet (status "bot").
     bot_enabled: bool = True
     # Optional language model (OpenAI-compatible) that may rephrase knowledge-base answers. Off when

@@ -268,7 +268,7 @@ async def read(ctx: AppContext, conversation_id: int, reader: str, seq: int) -> 
 async def customer_socket(ws: WebSocket):
     ctx: AppContext = ws.app.state.ctx
     await ws.accept()
-    socket = Socket(ws)
+    socket = Socket(ws, ctx.settings.customer_frames_per_second)
     frame = await socket.first_frame()
     if frame is None or frame.get("type") != "auth":
         await socket.close(CLOSE_UNAUTHENTICATED, "auth required")
