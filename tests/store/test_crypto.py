@@ -9,6 +9,7 @@ from sqlalchemy import select, text
 
 from tests.store.helpers import add_stock, make_order, make_product, notify_params
 from zaima.core.crypto import SecretBox
+from zaima.core.signing import order_access_token
 from zaima.db import Base, unit_of_work
 from zaima.models import CardKey
 from zaima.staff import create_staff
@@ -159,3 +160,6 @@ async def test_staff_key_list_and_order_view_never_show_plaintext(ctx, client):
     staff_view = await client.get(f"/api/v1/admin/orders/{order.order_no}", auth=AGENT)
     [event] = [e for e in staff_view.json()["timeline"] if e["kind"] == "keys_revealed"]
     assert event["actor"] == "agent" and event["actor_id"] == AGENT[0]
+    token = order_access_token(ctx.settings.secret_key, order.order_no)
+    owner_view = await client.get(f"/api/v1/orders/{order.order_no}", headers={"X-Order-Token": token})
+    assert "keys_revealed" not in [e["kind"] for e in owner_view.json()["timeline"]]  # staff's audit, not the buyer's

@@ -42,6 +42,9 @@ EVENT_TEXT: dict[str, tuple[str, str]] = {
     "evidence_exported": ("客服导出了工单证据包", "Ticket evidence bundle exported by staff"),
 }
 
+# Staff-side audit entries: kept in the order's audit log for staff, not shown to the buyer.
+STAFF_ONLY_KINDS = frozenset({"keys_revealed", "evidence_exported"})
+
 
 async def record(session: AsyncSession, order: Order, kind: str, actor: Actor, at, reason: str = "",
                  **data) -> OrderEvent:

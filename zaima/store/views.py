@@ -75,7 +75,7 @@ async def order_view(session: AsyncSession, ctx, order: Order, *, reveal_keys: b
                 **({"actor_id": e.actor_id, "reason": e.reason, "data": e.data,
                     "conversation_id": e.conversation_id} if staff else {}),
             }
-            for e in events
+            for e in events if staff or e.kind not in timeline.STAFF_ONLY_KINDS
         ],
         "payment": None if payment is None else {
             "trade_no": payment.trade_no, "amount": format_yuan(payment.amount_fen), "pay_type": payment.pay_type,
