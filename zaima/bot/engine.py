@@ -277,8 +277,7 @@ class Turn:
 
     async def handoff(self, priority: str, text: str, reason: str) -> None:
         ticket = self.conversation.ticket_no
-        self.events += await queue.hand_off(self.session, self.ctx, self.conversation, priority=priority,
-                                            reason=reason)
+        self.events += await queue.hand_off(self.session, self.ctx, self.conversation, priority=priority)
         if self.facts is not None:
             await timeline.record(self.session, self.facts.order, "handoff", self.actor, self.now, reason=reason,
                                   priority=priority)

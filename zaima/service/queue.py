@@ -65,7 +65,7 @@ async def _facts(session: AsyncSession, conversation: Conversation) -> tuple[str
 
 
 async def hand_off(session: AsyncSession, ctx, conversation: Conversation, *, priority: str = "normal",
-                   reason: str = "", cfg: ServiceConfig | None = None, online: int | None = None) -> list[Event]:
+                   cfg: ServiceConfig | None = None, online: int | None = None) -> list[Event]:
     """Put the conversation in the queue for a person (转人工): always honoured at once.
 
     Sets its lane (priority, VIP), its place, its SLA targets and, when no one can answer now (off

@@ -264,8 +264,7 @@ async def submit_report(session: AsyncSession, ctx, customer: Customer, order: O
                            created_at=now)
     session.add(report)
     type_zh = PROBLEM_TYPES[form.problem_type][0]
-    events += await queue.hand_off(session, ctx, conversation, priority=priority_for(form.problem_type),
-                                   reason=f"问题反馈：{type_zh}")
+    events += await queue.hand_off(session, ctx, conversation, priority=priority_for(form.problem_type))
     if mail.is_email(values["contact"]):
         # A filed ticket is followed up by mail when a person answers (the queue may have chosen the order's
         # address for off hours; the one typed into the form is the one the customer wants now).
