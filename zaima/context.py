@@ -27,6 +27,7 @@ class AppContext:
     supplier: object | None  # zaima.store.suppliers.SupplierAdapter
     worker_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     service_wakeup: asyncio.Event = field(default_factory=asyncio.Event)  # zaima.service.loop
+    service_state: dict = field(default_factory=dict)  # the service loop's memory on this node
     # Realtime fan-out and presence. Connects in start() (the app lifespan calls it); a RedisHub also
     # starts itself on first publish or presence call, so code that never runs the lifespan works.
     hub: Hub = field(default_factory=InProcessHub)

@@ -68,3 +68,20 @@ async def test_a_phone_contact_is_not_mailed(mail_ctx, smtp_server, clock):
     clock.set(local(2026, 11, 26, 23, 0))
     t = await ticket(ctx, order=order)
     assert (await conv(ctx, t.id)).notify_email is None
+
+
+async def test_the_order_link_with_its_key_token_goes_only_to_the_orders_own_address(mail_ctx, smtp_server, clock):
+    ctx = mail_ctx
+    await set_hours(ctx, DAYTIME)
+    product = await make_product(ctx)
+    order = await make_order(ctx, product, contact="owner@example.com")
+    clock.set(local(2026, 11, 26, 22, 0))
+    t = await ticket(ctx, order=order)
+    async with unit_of_work(ctx.sessions) as session:  # e.g. a problem report's typed follow-up address
+        (await session.get(Conversation, t.id)).notify_email = "typed-by-someone@example.com"
+    clock.set(local(2026, 11, 27, 9, 5))
+    await agent_reply(ctx, await make_agent(ctx, "morning"), t.id, "已处理", False, None)
+    await jobs.run_until_idle(ctx)
+    [mail] = smtp_server.messages
+    body = mail.message.get_body(("plain",)).get_content()
+    assert mail.rcpt_tos == ["typed-by-someone@example.com"] and "?t=" not in body and "已处理" in body

@@ -227,6 +227,9 @@ async def test_no_wait_is_promised_past_closing_time(ctx, clock):
     assert near["expected_wait_seconds"] == queue.DEFAULT_HANDLE.total_seconds() and not near["closing_soon"]
     assert far["expected_wait_seconds"] is None and far["closing_soon"]  # 16 minutes would be after 18:00
     assert far["next_open_text"] == "明天 09:00"
+    async with unit_of_work(ctx.sessions) as session:
+        notice = await queue.handoff_notice(session, ctx, await session.get(type(third), third.id))
+    assert "快结束" in notice and "明天 09:00" in notice and "马上" not in notice
 
 
 async def test_admins_are_not_routed_to(ctx, clock):

@@ -216,3 +216,45 @@ async def test_a_breached_ticket_still_waiting_moves_up_a_lane(ctx, clock):
     async with unit_of_work(ctx.sessions) as session:
         assert (await queue.snapshot(session, set(), clock.now())).queued == [late.id, fresh.id]
     assert (await conv(ctx, late.id)).priority == "high"
+
+
+async def test_back_to_the_queue_from_pending_customer_unpauses_the_resolution_target(ctx, clock):
+    await set_hours(ctx, ALL_DAY)
+    agent = await make_agent(ctx, "sun")
+    clock.set(local(2026, 11, 26, 10, 0))
+    t = await ticket(ctx)
+    await agent_reply(ctx, agent, t.id, "请补充截图", False, None)
+    await set_status(ctx, t.id, "pending_customer")
+    clock.advance(hours=2)
+    back = await set_status(ctx, t.id, "queued")
+    assert back.sla_paused_at is None and back.assignee_id is None
+    assert back.resolution_due_at == local(2026, 11, 27, 12, 0)  # moved by the two paused hours
+    clock.set(local(2026, 11, 27, 12, 1))
+    await service_pass(ctx)
+    assert "resolution" in (await conv(ctx, t.id)).sla_breached  # and it is checked again
+
+
+async def test_a_resolved_ticket_sent_back_to_the_queue_loses_its_old_owner(ctx, clock):
+    from tests.service.helpers import go_online
+
+    await set_hours(ctx, ALL_DAY)
+    first, second = await make_agent(ctx, "first", capacity=1), await make_agent(ctx, "second", capacity=1)
+    t = await ticket(ctx)
+    await agent_reply(ctx, first, t.id, "好的", False, None)
+    await set_status(ctx, t.id, "resolved")
+    queued = await set_status(ctx, t.id, "queued")
+    assert (queued.status, queued.assignee_id) == ("queued", None)
+    await go_online(ctx, second)
+    await service_pass(ctx)
+    assert (await conv(ctx, t.id)).assignee_id == second.id
+
+
+async def test_open_needs_an_owner(ctx, clock):
+    import pytest
+
+    from zaima.core.errors import Conflict
+
+    await set_hours(ctx, ALL_DAY)
+    t = await ticket(ctx)
+    with pytest.raises(Conflict):
+        await set_status(ctx, t.id, "open")

@@ -326,6 +326,8 @@ async def test_only_supervisors_reassign_other_agents_conversations(live_server,
     assert r.status_code == 200 and r.json()["conversation"]["assignee_id"] == first.id
     r = await two.post(f"/console/api/conversations/{cid}/assign", {"assignee_id": second.id})
     assert r.status_code == 403 and "主管" in r.json()["error"]["message"]
+    r = await two.post(f"/console/api/conversations/{cid}/status", {"status": "queued"})  # no back door
+    assert r.status_code == 403 and "主管" in r.json()["error"]["message"]
     r = await boss.post(f"/console/api/conversations/{cid}/assign", {"assignee_id": second.id})
     assert r.status_code == 200 and r.json()["conversation"]["assignee_id"] == second.id
     r = await two.post(f"/console/api/conversations/{cid}/assign", {"assignee_id": None})
@@ -364,3 +366,29 @@ async def test_session_needs_no_body(live_server):
     async with httpx.AsyncClient(base_url=live_server.url) as http:
         r = await http.post("/api/v1/chat/session")
     assert r.status_code == 200 and r.json()["customer_token"]
+
+
+async def test_an_image_reopening_a_resolved_ticket_puts_it_back_in_the_queue_with_targets(live_server, ctx):
+    from tests.service.helpers import set_status
+    from zaima.db import unit_of_work
+    from zaima.models import Conversation
+    from zaima.service import queue
+
+    base = live_server.url
+    session = await customer_session(base)
+    cid = session["conversation"]["id"]
+
+    async def hand_off(db):
+        await queue.hand_off(db, ctx, await db.get(Conversation, cid))
+
+    await ctx.transact(hand_off)
+    await set_status(ctx, cid, "resolved")
+    auth = {"Authorization": f"Bearer {session['customer_token']}"}
+    async with httpx.AsyncClient(base_url=base) as http:
+        r = await http.post(f"/api/v1/chat/conversations/{cid}/attachments", headers=auth,
+                            files={"file": ("again.png", png_bytes(), "image/png")})
+    assert r.status_code == 200, r.text
+    async with unit_of_work(ctx.sessions) as db:
+        reopened = await db.get(Conversation, cid)
+    assert reopened.status == "queued" and reopened.queued_at is not None
+    assert reopened.resolution_due_at is not None  # the ticket's targets run again

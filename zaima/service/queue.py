@@ -88,16 +88,30 @@ async def hand_off(session: AsyncSession, ctx, conversation: Conversation, *, pr
         conversation.queue_front = False
     conversation.queue_rank = rank_of(conversation.priority, conversation.vip)
     if old != "queued":
+        conversation.assignee_id = None  # a resolved ticket keeps its last owner; the queue is for nobody's
+        conversation.assigned_at = None
         await convs.set_status(session, ctx.clock, conversation, "queued")
     sla.start(cfg, conversation, now)
     sla.retarget(cfg, conversation)
-    if online is None:
-        online = len(await online_agents(ctx))
-    if (not cfg.calendar.is_open(now) or online == 0) and mail.is_email(contact):
+    if mail.is_email(contact) and await _nobody_can_answer_soon(session, ctx, conversation, cfg, now, online):
         conversation.notify_email = contact
     events = await convs.changed_events(session, conversation)
     schedule_routing(session, ctx)
     return events
+
+
+async def _nobody_can_answer_soon(session: AsyncSession, ctx, conversation: Conversation, cfg: ServiceConfig,
+                                  now: datetime, online: int | None) -> bool:
+    """Off hours, nobody online, or the turn would come after closing time: the customer will be away."""
+    if not cfg.calendar.is_open(now):
+        return True
+    if online is None:
+        online = len(await online_agents(ctx))
+    if online == 0:
+        return True
+    await session.flush()
+    view = await queue_status(session, ctx, conversation)
+    return bool(view and view["closing_soon"])
 
 
 async def online_agents(ctx) -> set[str]:
@@ -260,6 +274,9 @@ async def handoff_notice(session: AsyncSession, ctx, conversation: Conversation)
     reply_by = f"我们承诺在 {view['reply_by_text']} 前回复你。" if view["reply_by_text"] else ""
     if not view["open_now"]:
         return f"\n现在是非服务时间，人工客服将于 {view['next_open_text']} 上线，{reply_by}{mailed}"
+    if view["closing_soon"]:
+        return (f"\n今天的服务时间快结束了，可能轮不到你；人工客服将于 {view['next_open_text']} 再上线，"
+                f"{reply_by}{mailed}")
     if not view["agents_online"]:
         return f"\n目前暂无客服在线，{reply_by}{mailed}"
     ahead = view["position"] - 1

@@ -35,8 +35,6 @@ ABSENCE_GRACE = timedelta(seconds=60)
 ROUTING_LOCK = 7_232_031  # pg_advisory_xact_lock key
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# When this node first saw an agent with unanswered conversations absent (staff id → time), per context.
-_absent_since: dict[tuple[int, int], datetime] = {}
 
 
 def matches(agent: StaffUser, conversation: Conversation, now: datetime) -> bool:
@@ -48,7 +46,8 @@ def matches(agent: StaffUser, conversation: Conversation, now: datetime) -> bool
     return now - waited_since >= SKILL_FALLBACK
 
 
-async def _lock(session: AsyncSession) -> None:
+async def lock(session: AsyncSession) -> None:
+    """One routing pass at a time across nodes (held until the transaction ends)."""
     if session.bind.dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ROUTING_LOCK})
 
@@ -79,7 +78,7 @@ async def route(session: AsyncSession, ctx, online: set[str]) -> list[Event]:
     """One routing pass: assign as much of the queue as the online agents' free capacity allows."""
     if not online:
         return []
-    await _lock(session)
+    await lock(session)
     now = ctx.clock.now()
     agents = list(await session.scalars(select(StaffUser).where(*routable(online))))
     if not agents:
@@ -131,14 +130,13 @@ async def release_absent(session: AsyncSession, ctx, online: set[str]) -> list[E
         select(StaffUser.id, StaffUser.username).join(Conversation, Conversation.assignee_id == StaffUser.id)
         .where(Conversation.status == "open", _unanswered()).distinct())).all()
     absent = {agent_id for agent_id, username in rows if username not in online}
-    key = id(ctx)
-    for (ctx_key, agent_id) in list(_absent_since):
-        if ctx_key == key and agent_id not in absent:
-            del _absent_since[(ctx_key, agent_id)]
+    # When this node first saw each such agent absent (staff id → time).
+    since: dict[int, datetime] = ctx.service_state.setdefault("absent_since", {})
+    for agent_id in set(since) - absent:
+        del since[agent_id]
     events: list[Event] = []
     for agent_id in absent:
-        since = _absent_since.setdefault((key, agent_id), now)
-        if now - since >= ABSENCE_GRACE:
+        if now - since.setdefault(agent_id, now) >= ABSENCE_GRACE:
             events += await release_agent(session, ctx, agent_id)
-            del _absent_since[(key, agent_id)]
+            del since[agent_id]
     return events

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from zaima.conversations import conversations as convs
 from zaima.conversations.events import Event
 from zaima.conversations.messages import Posted
+from zaima.core.errors import Conflict
 from zaima.core.signing import order_access_token
 from zaima.models import Conversation, Order, StaffUser
 from zaima.service import mail, queue, sla
@@ -28,12 +29,17 @@ async def change_status(session: AsyncSession, ctx, conversation: Conversation, 
     if status == "queued":
         events = await queue.hand_off(session, ctx, conversation) if old in ("bot", "resolved") else []
         if old in ("open", "pending_customer"):
-            conversation.queued_at = ctx.clock.now()
+            now = ctx.clock.now()
+            conversation.queued_at = now
             conversation.queue_rank = rank_of(conversation.priority, conversation.vip)
             conversation.assigned_at = None
             events += await convs.assign(session, ctx.clock, conversation, None)
+            sla.on_status(session, await sla.load_config(session), conversation, old, "queued", now)  # unpause
             queue.schedule_routing(session, ctx)
         return events
+    if status == "open" and conversation.assignee_id is None:
+        raise Conflict("会话还没有处理人：请先分配或直接回复（回复即接手）",
+                       "nobody has this conversation yet: assign it or reply (replying takes it)")
     convs.check_transition(old, status)
     cfg = await sla.load_config(session)
     await convs.set_status(session, ctx.clock, conversation, status)
@@ -113,7 +119,7 @@ async def _notify_reply(session: AsyncSession, ctx, conversation: Conversation, 
     conversation.notify_email = None
     order = await session.get(Order, conversation.order_id) if conversation.order_id else None
     link = ctx.settings.base_url
-    if order is not None:
+    if order is not None and to.casefold() == order.contact.casefold():  # the token opens the keys: owner only
         token = order_access_token(ctx.settings.secret_key, order.order_no)
         link = f"{ctx.settings.base_url}/orders/{order.order_no}?t={token}"
     excerpt = body if len(body) <= 500 else body[:499] + "…"

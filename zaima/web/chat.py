@@ -123,9 +123,11 @@ async def upload_image(conversation_id: int, file: UploadFile = File(...), clien
         sender = Sender.customer(customer)
         attachment = await attachments.store_image(session, ctx.settings, ctx.clock, conversation, sender, data,
                                                    file.filename or "")
+        status_before = conversation.status
         posted = await messages.post_message(session, ctx.clock, ctx.settings, conversation, sender, "",
                                              client_msg_id=client_msg_id or None, attachment=attachment)
-        publish_after_commit(session, ctx.hub, posted.events)
+        extra = await tickets.after_post(session, ctx, conversation, posted, status_before)
+        publish_after_commit(session, ctx.hub, posted.events + extra)
         return {"message": ev.message_public_view(posted.message), "duplicate": posted.duplicate}
 
     return await ctx.transact(store)

@@ -187,9 +187,13 @@ async def _change(ctx: AppContext, conversation_id: int, change) -> dict:
 
 @api.post("/conversations/{conversation_id}/status")
 async def set_status(conversation_id: int, body: StatusIn, ctx: AppContext = Depends(get_ctx),
-                     _: StaffUser = Depends(current_agent)):
-    return await _change(ctx, conversation_id,
-                         lambda session, c: tickets.change_status(session, ctx, c, body.status))
+                     user: StaffUser = Depends(current_agent)):
+    async def change(session, conversation):
+        if body.status == "queued":  # back to the queue lets go of the owner: the assignment rule applies
+            check_may_assign(user, conversation.assignee_id, None, bool(conversation.sla_breached))
+        return await tickets.change_status(session, ctx, conversation, body.status)
+
+    return await _change(ctx, conversation_id, change)
 
 
 def check_may_assign(user: StaffUser, current: int | None, new: int | None, breached: bool = False) -> None:
