@@ -18,7 +18,7 @@ import heapq
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.conversations import conversations as convs
@@ -283,8 +283,3 @@ async def handoff_notice(session: AsyncSession, ctx, conversation: Conversation)
     wait = view["expected_wait_seconds"]
     waiting = f"预计等待约 {max(1, round(wait / 60))} 分钟。" if wait else "马上为你接入。"
     return f"\n你前面还有 {ahead} 位，{waiting}" if ahead else f"\n{waiting}"
-
-
-async def queue_length(session: AsyncSession) -> int:
-    return await session.scalar(select(func.count()).select_from(Conversation)
-                                .where(Conversation.status == "queued")) or 0
