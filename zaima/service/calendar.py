@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.core.errors import ValidationFailed
-from zaima.models import StoreSetting
+from zaima.store.settings import read_setting, write_setting
 
 SERVICE_HOURS_KEY = "service_hours"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -463,19 +463,13 @@ def _format_periods(periods: tuple[Period, ...]) -> list[list[str]]:
 
 
 async def load_calendar(session: AsyncSession) -> BusinessCalendar:
-    row = await session.get(StoreSetting, SERVICE_HOURS_KEY)
-    return BusinessCalendar.from_settings(row.value if row else None)
+    return BusinessCalendar.from_settings(await read_setting(session, SERVICE_HOURS_KEY))
 
 
 async def save_service_hours(session: AsyncSession, values: dict) -> BusinessCalendar:
     """Validate and replace the stored service hours (normalised)."""
     calendar = BusinessCalendar.from_settings(values)
-    row = await session.get(StoreSetting, SERVICE_HOURS_KEY)
-    if row is None:
-        session.add(StoreSetting(key=SERVICE_HOURS_KEY, value=calendar.to_dict()))
-    else:
-        row.value = calendar.to_dict()
-    await session.flush()
+    await write_setting(session, SERVICE_HOURS_KEY, calendar.to_dict())
     return calendar
 
 

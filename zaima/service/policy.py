@@ -12,8 +12,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.core.errors import ValidationFailed
-from zaima.models import Order, StoreSetting
+from zaima.models import Order
 from zaima.models.conversations import PRIORITIES
+from zaima.store.settings import read_setting, write_setting
 
 SLA_KEY = "sla"
 VIP_KEY = "vip_rules"
@@ -131,37 +132,23 @@ def parse_vip(value: dict | None) -> VipRules:
     return VipRules(**value)
 
 
-async def _load(session: AsyncSession, key: str) -> dict | None:
-    row = await session.get(StoreSetting, key)
-    return row.value if row else None
-
-
-async def _save(session: AsyncSession, key: str, value: dict) -> None:
-    row = await session.get(StoreSetting, key)
-    if row is None:
-        session.add(StoreSetting(key=key, value=value))
-    else:
-        row.value = value
-    await session.flush()
-
-
 async def load_sla(session: AsyncSession) -> SlaPolicy:
-    return parse_sla(await _load(session, SLA_KEY))
+    return parse_sla(await read_setting(session, SLA_KEY))
 
 
 async def save_sla(session: AsyncSession, value: dict) -> SlaPolicy:
     policy = parse_sla({**(await load_sla(session)).to_dict(), **value})
-    await _save(session, SLA_KEY, policy.to_dict())
+    await write_setting(session, SLA_KEY, policy.to_dict())
     return policy
 
 
 async def load_vip(session: AsyncSession) -> VipRules:
-    return parse_vip(await _load(session, VIP_KEY))
+    return parse_vip(await read_setting(session, VIP_KEY))
 
 
 async def save_vip(session: AsyncSession, value: dict) -> VipRules:
     rules = parse_vip({**(await load_vip(session)).to_dict(), **value})
-    await _save(session, VIP_KEY, rules.to_dict())
+    await write_setting(session, VIP_KEY, rules.to_dict())
     return rules
 
 

@@ -53,6 +53,27 @@ def schedule_routing(session: AsyncSession, ctx) -> None:
     on_commit(session, ctx.kick_service)
 
 
+async def take(session: AsyncSession, ctx, conversation: Conversation, agent: StaffUser) -> list[Event]:
+    """A person takes the ticket (routing, the console, a reply): it leaves the queue; the agent's turn
+    for fairness is now."""
+    if agent.id == conversation.assignee_id:
+        return []
+    now = ctx.clock.now()
+    conversation.assigned_at, conversation.queued_at, conversation.queue_front = now, None, False
+    agent.last_assigned_at = now
+    return await convs.assign(session, ctx.clock, conversation, agent)
+
+
+async def requeue(session: AsyncSession, ctx, conversation: Conversation, *, since: datetime,
+                  front: bool = False) -> list[Event]:
+    """A person lets go of an open ticket: back in the queue in its lane, waiting since `since` (at the
+    front when its agent left without answering)."""
+    conversation.queued_at, conversation.queue_front, conversation.assigned_at = since, front, None
+    conversation.queue_rank = rank_of(conversation.priority, conversation.vip)
+    schedule_routing(session, ctx)
+    return await convs.assign(session, ctx.clock, conversation, None)  # open / pending_customer → queued
+
+
 async def _facts(session: AsyncSession, conversation: Conversation) -> tuple[str | None, str | None]:
     """The product kind (for skills) and the buyer's contact (for VIP and e-mail) of the ticket."""
     if conversation.order_id is not None:

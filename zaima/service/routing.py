@@ -23,12 +23,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zaima.conversations import conversations as convs
 from zaima.conversations.events import Event
 from zaima.conversations.messages import post_message
 from zaima.conversations.senders import Sender
 from zaima.models import Conversation, StaffUser
-from zaima.service.queue import queue_order, routable
+from zaima.service.queue import queue_order, requeue, routable, take
 
 SKILL_FALLBACK = timedelta(minutes=5)
 ABSENCE_GRACE = timedelta(seconds=60)
@@ -63,12 +62,7 @@ async def loads(session: AsyncSession, agent_ids: list[int]) -> dict[int, int]:
 
 async def assign_to(session: AsyncSession, ctx, conversation: Conversation, agent: StaffUser) -> list[Event]:
     """Give a waiting conversation to `agent`: it leaves the queue, and the customer is told who took it."""
-    now = ctx.clock.now()
-    events = await convs.assign(session, ctx.clock, conversation, agent)
-    conversation.assigned_at = now
-    conversation.queued_at = None
-    conversation.queue_front = False
-    agent.last_assigned_at = now
+    events = await take(session, ctx, conversation, agent)
     posted = await post_message(session, ctx.clock, ctx.settings, conversation, Sender.system(),
                                 f"客服「{agent.display_name}」已接入，正在查看你的问题。")
     return events + posted.events
@@ -115,10 +109,8 @@ async def release_agent(session: AsyncSession, ctx, agent_id: int) -> list[Event
                                                             Conversation.status == "open", _unanswered()))
     events: list[Event] = []
     for conversation in rows:
-        conversation.queue_front = True
-        conversation.queued_at = conversation.awaiting_reply_since or conversation.handoff_at or ctx.clock.now()
-        conversation.assigned_at = None
-        events += await convs.assign(session, ctx.clock, conversation, None)  # → queued
+        since = conversation.awaiting_reply_since or conversation.handoff_at or ctx.clock.now()
+        events += await requeue(session, ctx, conversation, since=since, front=True)
     return events
 
 

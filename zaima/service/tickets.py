@@ -15,7 +15,7 @@ from zaima.conversations.messages import Posted
 from zaima.core.errors import Conflict
 from zaima.core.signing import order_access_token
 from zaima.models import Conversation, Order, StaffUser
-from zaima.service import mail, queue, sla
+from zaima.service import csat, mail, queue, sla
 from zaima.service.policy import rank_of
 
 STATUSES_FREEING_A_SLOT = ("pending_customer", "resolved", "closed", "queued")
@@ -30,12 +30,8 @@ async def change_status(session: AsyncSession, ctx, conversation: Conversation, 
         events = await queue.hand_off(session, ctx, conversation) if old in ("bot", "resolved") else []
         if old in ("open", "pending_customer"):
             now = ctx.clock.now()
-            conversation.queued_at = now
-            conversation.queue_rank = rank_of(conversation.priority, conversation.vip)
-            conversation.assigned_at = None
-            events += await convs.assign(session, ctx.clock, conversation, None)
+            events += await queue.requeue(session, ctx, conversation, since=now)
             sla.on_status(session, await sla.load_config(session), conversation, old, "queued", now)  # unpause
-            queue.schedule_routing(session, ctx)
         return events
     if status == "open" and conversation.assignee_id is None:
         raise Conflict("会话还没有处理人：请先分配或直接回复（回复即接手）",
@@ -46,8 +42,6 @@ async def change_status(session: AsyncSession, ctx, conversation: Conversation, 
     sla.on_status(session, cfg, conversation, old, status, ctx.clock.now())
     events: list[Event] = []
     if status == "resolved":
-        from zaima.service import csat
-
         events += await csat.request_rating(session, ctx, conversation)
     if old == "open" and status in STATUSES_FREEING_A_SLOT:
         queue.schedule_routing(session, ctx)
@@ -60,13 +54,9 @@ async def assign(session: AsyncSession, ctx, conversation: Conversation, staff: 
         return await change_status(session, ctx, conversation, "queued") if conversation.status in (
             "open", "pending_customer") else await convs.assign(session, ctx.clock, conversation, None)
     old = conversation.status
-    events = await convs.assign(session, ctx.clock, conversation, staff)
+    events = await queue.take(session, ctx, conversation, staff)
     if events:
         now = ctx.clock.now()
-        conversation.assigned_at = now
-        conversation.queued_at = None
-        conversation.queue_front = False
-        staff.last_assigned_at = now
         if old == "bot":
             conversation.handoff_at = conversation.handoff_at or now
             sla.start(await sla.load_config(session), conversation, now)

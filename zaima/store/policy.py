@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zaima.models import Product, StoreSetting
+from zaima.models import Product
+from zaima.store.settings import read_setting, write_setting
 
 AFTER_SALES_KEY = "after_sales"
 
@@ -20,18 +21,12 @@ class AfterSales:
 
 
 async def store_after_sales(session: AsyncSession) -> AfterSales:
-    row = await session.get(StoreSetting, AFTER_SALES_KEY)
-    return AfterSales(**{**asdict(AfterSales()), **(row.value if row else {})})
+    return AfterSales(**{**asdict(AfterSales()), **(await read_setting(session, AFTER_SALES_KEY) or {})})
 
 
 async def save_store_after_sales(session: AsyncSession, values: dict) -> AfterSales:
     merged = AfterSales(**{**asdict(await store_after_sales(session)), **values})
-    row = await session.get(StoreSetting, AFTER_SALES_KEY)
-    if row is None:
-        session.add(StoreSetting(key=AFTER_SALES_KEY, value=asdict(merged)))
-    else:
-        row.value = asdict(merged)
-    await session.flush()
+    await write_setting(session, AFTER_SALES_KEY, asdict(merged))
     return merged
 
 

@@ -30,6 +30,7 @@ from zaima.service.calendar import describe_time, load_calendar, save_service_ho
 from zaima.service.metrics import service_metrics
 from zaima.service.policy import load_sla, load_vip, save_sla, save_vip
 from zaima.store.admin_api import Unauthorized, current_staff
+from zaima.store.views import KIND_TEXT
 from zaima.web.deps import get_ctx
 from zaima.web.pages import forget_service_facts
 from zaima.web.staff_auth import current_agent, read_session
@@ -42,7 +43,6 @@ MANAGERS = ("supervisor", "admin")
 LANGUAGES = ("zh", "en")
 MAX_CONCURRENT = (1, 50)
 ROUTING_FIELDS = ("max_concurrent", "skills", "languages")
-KIND_TEXT = {"card_key": "卡密", "recharge": "直充", "account": "账号", "license": "激活码"}
 QUEUE_LIMIT = 200
 
 
@@ -153,7 +153,7 @@ def parse_routing(values: dict) -> dict:
         changes["max_concurrent"] = value
     if "skills" in values:
         skills = values["skills"]
-        kinds = "、".join(f"{k}（{KIND_TEXT[k]}）" for k in PRODUCT_KINDS)
+        kinds = "、".join(f"{k}（{KIND_TEXT[k][0]}）" for k in PRODUCT_KINDS)
         if not isinstance(skills, list) or any(s not in PRODUCT_KINDS for s in skills):
             raise ValidationFailed(f"技能 skills 应为商品类型列表，只能包含 {kinds}；空列表表示接待所有类型",
                                    f"skills must be a list of product kinds ({', '.join(PRODUCT_KINDS)}); "
