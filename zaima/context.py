@@ -28,6 +28,7 @@ class AppContext:
     worker_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     service_wakeup: asyncio.Event = field(default_factory=asyncio.Event)  # zaima.service.loop
     service_state: dict = field(default_factory=dict)  # the service loop's memory on this node
+    message_writer: object | None = None  # zaima.web.message_writer: customer messages' group commit
     # Realtime fan-out and presence. Connects in start() (the app lifespan calls it); a RedisHub also
     # starts itself on first publish or presence call, so code that never runs the lifespan works.
     hub: Hub = field(default_factory=InProcessHub)
@@ -65,6 +66,8 @@ class AppContext:
     async def close(self) -> None:
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=5)
+        if self.message_writer is not None:
+            await self.message_writer.close()
         await self.hub.close()
         await self.engine.dispose()
 

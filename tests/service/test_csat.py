@@ -54,10 +54,9 @@ async def customer_writes(ctx, conversation_id: int, text: str = "还是不行")
     async with unit_of_work(ctx.sessions) as session:
         conversation = await session.get(Conversation, conversation_id)
         customer = await session.get(Customer, conversation.customer_id)
-        before = conversation.status
         posted = await messages.post_message(session, ctx.clock, ctx.settings, conversation,
                                              Sender.customer(customer), text)
-        await tickets.after_post(session, ctx, conversation, posted, before)
+        await tickets.after_post(session, ctx, conversation, posted)
         return conversation.status
 
 

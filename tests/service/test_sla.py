@@ -174,9 +174,8 @@ async def test_next_response_target_runs_from_the_customers_message(ctx, clock):
         from zaima.service import tickets
 
         c = await get_conversation(session, t.id)
-        before = c.status
         posted = await post_message(session, ctx.clock, ctx.settings, c, Sender.customer(customer), "还没到账")
-        await tickets.after_post(session, ctx, c, posted, before)
+        await tickets.after_post(session, ctx, c, posted)
 
     await ctx.transact(customer_says)
     assert (await conv(ctx, t.id)).next_response_due_at == local(2026, 11, 26, 10, 33)

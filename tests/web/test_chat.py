@@ -4,6 +4,7 @@ customers and between customers and agents, internal notes, CSRF, uploads."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
@@ -12,7 +13,9 @@ import httpx
 import pytest
 import websockets
 from PIL import Image
+from sqlalchemy import select
 
+from tests.conversations.helpers import make_conversation, make_customer
 from tests.store.helpers import add_stock, make_order, make_product, notify_params
 from tests.web.chat_helpers import (
     agent_login,
@@ -23,7 +26,13 @@ from tests.web.chat_helpers import (
     ws_url,
 )
 from zaima.conversations.identity import issue_order_context, widget_identity_signature
+from zaima.conversations.messages import Draft
+from zaima.conversations.senders import Sender
+from zaima.db import unit_of_work
+from zaima.models import Message
+from zaima.service import tickets
 from zaima.store import payments
+from zaima.web.message_writer import MessageWriter
 
 
 def png_bytes(size=(640, 480), color=(200, 80, 20)) -> bytes:
@@ -392,3 +401,69 @@ async def test_an_image_reopening_a_resolved_ticket_puts_it_back_in_the_queue_wi
         reopened = await db.get(Conversation, cid)
     assert reopened.status == "queued" and reopened.queued_at is not None
     assert reopened.resolution_due_at is not None  # the ticket's targets run again
+
+
+async def test_many_customers_at_once_are_each_acked_in_order_and_stored_once(live_server, ctx):
+    """Customer messages are written in shared transactions (zaima.web.message_writer); each socket still
+    gets its own acks in order, two tabs of one conversation never share a seq, and the agent watching
+    sees every message exactly once."""
+    base = live_server.url
+    sessions = [await customer_session(base) for _ in range(12)]
+    sockets = [await customer_socket(base, s) for s in sessions]
+    first = sessions[0]["conversation"]["id"]
+    second_tab = await customer_socket(base, sessions[0])
+    await make_agent(ctx)
+    agent = await agent_login(base)
+    agent_ws = await agent.socket()
+    await agent_ws.send({"type": "subscribe", "conversation_id": first, "last_seq": 0})
+    await agent_ws.send({"type": "ping"})
+    await agent_ws.expect("pong")
+
+    async def chatter(socket, cid, tag):
+        return [await say(socket, cid, f"{tag} 第{i}条", msg_id=f"{tag}-{i}") for i in range(5)]
+
+    results = await asyncio.gather(*(chatter(sock, s["conversation"]["id"], f"c{n}")
+                                     for n, (sock, s) in enumerate(zip(sockets, sessions, strict=True))),
+                                   chatter(second_tab, first, "tab2"))
+    for acks in results[1:-1]:
+        assert [a["seq"] for a in acks] == [1, 2, 3, 4, 5] and not any(a["duplicate"] for a in acks)
+    first_tab, tab2 = results[0], results[-1]
+    seqs = sorted(a["seq"] for a in first_tab + tab2)
+    assert seqs == list(range(1, 11))  # one conversation, two writers: no seq twice
+    assert [a["seq"] for a in first_tab] == sorted(a["seq"] for a in first_tab)  # each socket's order kept
+    seen = [await agent_ws.expect("message", conversation_id=first) for _ in range(10)]
+    assert sorted(f["message"]["seq"] for f in seen) == seqs
+    assert [f for f in await agent_ws.quiet() if f["type"] == "message"] == []
+    async with httpx.AsyncClient(base_url=base) as http:
+        r = await http.get(f"/api/v1/chat/conversations/{first}/messages",
+                           headers={"Authorization": f"Bearer {sessions[0]['customer_token']}"})
+    assert sorted(m["client_msg_id"] for m in r.json()["messages"]) == sorted(
+        [f"c0-{i}" for i in range(5)] + [f"tab2-{i}" for i in range(5)])
+    for sock in [*sockets, second_tab, agent_ws]:
+        await sock.close()
+    await agent.http.aclose()
+
+
+async def test_a_message_that_fails_does_not_fail_the_others_written_with_it(ctx, monkeypatch):
+    """The writer retries a failed batch one message at a time: only the bad one gets the error."""
+    customers = [await make_customer(ctx) for _ in range(4)]
+    convs = [await make_conversation(ctx, c) for c in customers]
+    real_after_post = tickets.after_post
+
+    async def after_post(session, ctx_, conversation, posted):
+        if posted.message.body == "坏消息":
+            raise RuntimeError("boom")
+        return await real_after_post(session, ctx_, conversation, posted)
+
+    monkeypatch.setattr(tickets, "after_post", after_post)
+    writer = MessageWriter(ctx)
+    texts = ["一", "坏消息", "三", "四"]
+    results = await asyncio.gather(*(writer.post(Draft(c.id, Sender.customer(cu), t, f"id-{i}"))
+                                     for i, (cu, c, t) in enumerate(zip(customers, convs, texts, strict=True))),
+                                   return_exceptions=True)
+    await writer.close()
+    assert isinstance(results[1], RuntimeError)
+    assert [r[1].message.body for i, r in enumerate(results) if i != 1] == ["一", "三", "四"]
+    async with unit_of_work(ctx.sessions) as session:  # nothing of the bad message was stored
+        bodies = sorted(m.body for m in await session.scalars(select(Message)))
+    assert bodies == ["一", "三", "四"]

@@ -337,14 +337,28 @@ async def list_inbox(session: AsyncSession, *, view: str = "all", staff_id: int 
             for conversation, customer, order_no in rows]
 
 
+async def inbox_items(session: AsyncSession, conversations: list[Conversation],
+                      last_messages: dict[int, Message] | None = None) -> dict[int, InboxItem]:
+    """The inbox rows of several conversations by id, read together. `last_messages` holds messages
+    just posted (the last public one of their conversation), to save looking them up."""
+    if not conversations:
+        return {}
+    ids = [c.id for c in conversations]
+    customers = {c.id: c for c in await session.scalars(
+        select(Customer).where(Customer.id.in_({c.customer_id for c in conversations})))}
+    order_ids = {c.order_id for c in conversations if c.order_id is not None}
+    order_nos = dict((await session.execute(select(Order.id, Order.order_no).where(Order.id.in_(order_ids)))).all()
+                     ) if order_ids else {}
+    last = dict(last_messages or {})
+    last.update(await _last_public_messages(session, [i for i in ids if i not in last]))
+    unread = await _unread_counts(session, ids)
+    return {c.id: InboxItem(c, customers[c.customer_id], order_nos.get(c.order_id), last.get(c.id), unread.get(c.id, 0))
+            for c in conversations}
+
+
 async def inbox_item(session: AsyncSession, conversation: Conversation,
                      last_message: Message | None = None) -> InboxItem:
     """The inbox row of one conversation (for an 'inbox' event after it changed). Pass the public
     message just posted as `last_message` to save looking it up."""
-    customer = await session.get(Customer, conversation.customer_id)
-    if last_message is None:
-        last_message = (await _last_public_messages(session, [conversation.id])).get(conversation.id)
-    unread = await session.scalar(select(func.count()).select_from(Message).where(
-        Message.conversation_id == conversation.id, Message.sender_kind == "customer",
-        Message.seq > conversation.agent_read_seq))
-    return InboxItem(conversation, customer, await order_no_of(session, conversation), last_message, unread or 0)
+    known = {conversation.id: last_message} if last_message is not None else None
+    return (await inbox_items(session, [conversation], known))[conversation.id]

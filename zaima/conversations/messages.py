@@ -12,7 +12,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, case, func, literal, null, select, update
+from sqlalchemy import bindparam, case, func, insert, literal, null, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -23,6 +23,7 @@ from zaima.conversations.conversations import (
     ConversationClosed,
     changed_events,
     inbox_item,
+    inbox_items,
 )
 from zaima.conversations.events import Event
 from zaima.conversations.senders import Sender
@@ -45,6 +46,7 @@ class Posted:
     message: Message
     duplicate: bool  # True: this client_msg_id was already stored; `message` is the stored one
     events: list[Event]
+    status_before: str | None = None  # the conversation's status before this message (None: duplicate)
 
 
 def _check_client_msg_id(client_msg_id: str | None) -> None:
@@ -143,8 +145,91 @@ async def post_message(session: AsyncSession, clock, settings, conversation: Con
     elif not internal and sender.kind != "bot":
         # Bot replies leave the inbox row alone: what agents triage is what customers and agents wrote.
         events.append(ev.inbox_event((await inbox_item(session, conversation, message)).to_dict()))
-    return Posted(message, False, events)
+    return Posted(message, False, events, status_before)
 
+
+@dataclass
+class Draft:
+    """One public text message to store with post_many."""
+
+    conversation_id: int
+    sender: Sender
+    body: str
+    client_msg_id: str
+
+
+async def post_many(session: AsyncSession, clock, settings, drafts: list[Draft]
+                    ) -> tuple[dict[int, Conversation], list[Posted | Exception]]:
+    """Store public text messages for several conversations in one transaction (the chat's group commit):
+    per draft the same rules and events as post_message, for a fraction of the statements — the
+    conversations, the stored client ids, the customers, orders and unread counts are read once for all,
+    and the messages are inserted together.
+
+    At most one draft per conversation (the caller defers the others to its next batch). Returns the
+    loaded conversations and, per draft, its Posted or the error it would have raised on its own
+    (ValidationFailed, NotFound, ConversationClosed); the other drafts are unaffected by one's error.
+    """
+    ids = [draft.conversation_id for draft in drafts]
+    if len(set(ids)) != len(ids):
+        raise ValueError("post_many takes at most one draft per conversation")
+    loaded = {c.id: c for c in await session.scalars(select(Conversation).where(Conversation.id.in_(ids)))}
+    stored = {(m.conversation_id, m.client_msg_id): m for m in await session.scalars(
+        select(Message).where(Message.conversation_id.in_(ids),
+                              Message.client_msg_id.in_([draft.client_msg_id for draft in drafts])))}
+    await session.flush()  # pending ORM changes first: the statements below bypass the unit of work
+    connection = await session.connection()
+    now = clock.now()
+    results = [await _post_draft(connection, settings, loaded, stored, draft, now) for draft in drafts]
+    fresh = [p for p in results if isinstance(p, Posted) and not p.duplicate]
+    if fresh:  # one INSERT for all the new messages; one per conversation, so its id maps back by that
+        table = Message.__table__
+        rows = await connection.execute(insert(table).returning(table.c.id, table.c.conversation_id),
+                                        [{c.key: getattr(p.message, c.key) for c in table.c if c.key != "id"}
+                                         for p in fresh])
+        ids_by_conversation = dict((cid, mid) for mid, cid in rows)
+        for posted in fresh:
+            posted.message.id = ids_by_conversation[posted.message.conversation_id]
+    # Bot replies leave the inbox row alone (as in post_message); a status change sends the whole row.
+    same = [p.message for p in fresh if p.message.sender_kind != "bot"
+            and loaded[p.message.conversation_id].status == p.status_before]
+    items = await inbox_items(session, [loaded[m.conversation_id] for m in same],
+                              {m.conversation_id: m for m in same})
+    for posted in fresh:
+        conversation = loaded[posted.message.conversation_id]
+        posted.events = ev.message_events(posted.message)
+        if conversation.status != posted.status_before:
+            posted.events += await changed_events(session, conversation)
+        elif conversation.id in items:
+            posted.events.append(ev.inbox_event(items[conversation.id].to_dict()))
+    return loaded, results
+
+
+async def _post_draft(connection, settings, loaded: dict[int, Conversation], stored: dict, draft: Draft,
+                      now) -> Posted | Exception:
+    """post_many's work for one draft: checks, the sequence number, and the message (inserted later)."""
+    conversation = loaded.get(draft.conversation_id)
+    try:
+        _check_client_msg_id(draft.client_msg_id)
+        duplicate = stored.get((draft.conversation_id, draft.client_msg_id))
+        if duplicate is not None:
+            return Posted(duplicate, True, [])
+        text = clean_text(draft.body, settings.message_max_chars)
+        if conversation is None:
+            raise NotFound("找不到这个会话", "no such conversation", field="conversation_id")
+        status_before = conversation.status
+        statement = _next_seq_statement(draft.sender.kind, False)
+        row = (await connection.execute(statement, {"conversation_id": conversation.id, "now": now})).one_or_none()
+        if row is None:
+            raise ConversationClosed()
+    except (ValidationFailed, NotFound, ConversationClosed) as exc:
+        return exc
+    for name, value in zip(_SYNCED, row, strict=True):
+        set_committed_value(conversation, name, value)
+    sender = draft.sender
+    message = Message(conversation_id=conversation.id, seq=conversation.last_seq, sender_kind=sender.kind,
+                      sender_id=sender.id, sender_name=sender.name[:100], body=text, internal=False,
+                      client_msg_id=draft.client_msg_id, attachment_id=None, attachment=None, created_at=now)
+    return Posted(message, False, [], status_before)
 
 async def list_messages(session: AsyncSession, conversation: Conversation, after_seq: int = 0, limit: int = 200,
                         include_internal: bool = False) -> list[Message]:

@@ -65,10 +65,9 @@ async def assign(session: AsyncSession, ctx, conversation: Conversation, staff: 
     return events
 
 
-async def after_post(session: AsyncSession, ctx, conversation: Conversation, posted: Posted,
-                     status_before: str) -> list[Event]:
+async def after_post(session: AsyncSession, ctx, conversation: Conversation, posted: Posted) -> list[Event]:
     """Service consequences of a stored message; extra events to publish (staff fields changed)."""
-    message = posted.message
+    message, status_before = posted.message, posted.status_before
     if posted.duplicate or message.internal or message.sender_kind in ("bot", "system"):
         return []
     if conversation.status == "bot" and status_before == "bot":

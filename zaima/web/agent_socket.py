@@ -45,12 +45,11 @@ async def agent_reply(ctx: AppContext, user: StaffUser, conversation_id: int, te
                 events += await tickets.assign(session, ctx, conversation, user)
             if conversation.status in TAKES_OVER:
                 events += await tickets.change_status(session, ctx, conversation, "open")
-        status_before = conversation.status
         posted = await messages.post_message(session, ctx.clock, ctx.settings, conversation, Sender.agent(user), text,
                                              internal=internal, client_msg_id=msg_id)
         if posted.duplicate:
             events = []
-        events += await tickets.after_post(session, ctx, conversation, posted, status_before)
+        events += await tickets.after_post(session, ctx, conversation, posted)
         publish_after_commit(session, ctx.hub, events + posted.events)
         return posted
 

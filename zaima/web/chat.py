@@ -14,6 +14,7 @@ from zaima.bot import engine as bot_engine
 from zaima.context import AppContext
 from zaima.conversations import attachments, conversations, identity, messages
 from zaima.conversations import events as ev
+from zaima.conversations.conversations import ConversationClosed
 from zaima.conversations.senders import Sender
 from zaima.core.errors import DomainError, NotFound
 from zaima.db import unit_of_work
@@ -21,6 +22,7 @@ from zaima.models import Attachment, Conversation, Customer, Order
 from zaima.realtime.publish import agents_online, publish_after_commit
 from zaima.service import queue, tickets
 from zaima.web.deps import get_ctx
+from zaima.web.message_writer import writer_for
 from zaima.web.socket_base import (
     CLOSE_TRY_AGAIN,
     CLOSE_UNAUTHENTICATED,
@@ -123,10 +125,9 @@ async def upload_image(conversation_id: int, file: UploadFile = File(...), clien
         sender = Sender.customer(customer)
         attachment = await attachments.store_image(session, ctx.settings, ctx.clock, conversation, sender, data,
                                                    file.filename or "")
-        status_before = conversation.status
         posted = await messages.post_message(session, ctx.clock, ctx.settings, conversation, sender, "",
                                              client_msg_id=client_msg_id or None, attachment=attachment)
-        extra = await tickets.after_post(session, ctx, conversation, posted, status_before)
+        extra = await tickets.after_post(session, ctx, conversation, posted)
         publish_after_commit(session, ctx.hub, posted.events + extra)
         return {"message": ev.message_public_view(posted.message), "duplicate": posted.duplicate}
 
@@ -214,24 +215,29 @@ class CustomerSocket:
                 f"消息不能超过 {self.ctx.settings.message_max_chars} 个字",
                 f"a message can be at most {self.ctx.settings.message_max_chars} characters"))
 
-        async def post(session):
+        async def reopen(session):
+            # A closed ticket stays closed: writing again starts a new conversation (same order).
             conversation = await session.get(Conversation, self.conversation.id)
             events = []
             if conversation.status == "closed":
-                # A closed ticket stays closed: writing again starts a new conversation (same order).
                 order = await session.get(Order, conversation.order_id) if conversation.order_id else None
                 customer = await session.get(Customer, self.customer.id)
                 opened = await conversations.open_conversation(session, self.ctx.clock, customer, order)
                 conversation, events = opened.conversation, opened.events
-            status_before = conversation.status
             posted = await messages.post_message(session, self.ctx.clock, self.ctx.settings, conversation, self.sender,
                                                  text, client_msg_id=msg_id)
-            events += await tickets.after_post(session, self.ctx, conversation, posted, status_before)
+            events += await tickets.after_post(session, self.ctx, conversation, posted)
             publish_after_commit(session, self.ctx.hub, events + posted.events)
-            return conversation, posted, await conversations.order_no_of(session, conversation)
+            return conversation, posted
 
-        conversation, posted, order_no = await self.ctx.transact(post)
+        try:  # stored together with other sockets' messages (one transaction per batch)
+            conversation, posted = await writer_for(self.ctx).post(
+                messages.Draft(self.conversation.id, self.sender, text, msg_id))
+        except ConversationClosed:
+            conversation, posted = await self.ctx.transact(reopen)
         if conversation.id != self.conversation.id:
+            async with unit_of_work(self.ctx.sessions) as session:
+                order_no = await conversations.order_no_of(session, conversation)
             self.switch_to(conversation)
             await self.socket.send({"type": "conversation", "conversation_id": conversation.id,
                                     "conversation": ev.conversation_public_view(conversation, order_no)})
