@@ -289,18 +289,6 @@ async def _last_public_messages(session: AsyncSession, ids: list[int]) -> dict[i
     return {m.conversation_id: m for m in rows}
 
 
-async def _unread_counts(session: AsyncSession, ids: list[int]) -> dict[int, int]:
-    if not ids:
-        return {}
-    rows = await session.execute(
-        select(Message.conversation_id, func.count())
-        .join(Conversation, Conversation.id == Message.conversation_id)
-        .where(Message.conversation_id.in_(ids), Message.sender_kind == "customer",
-               Message.seq > Conversation.agent_read_seq)
-        .group_by(Message.conversation_id))
-    return {cid: count for cid, count in rows}
-
-
 async def list_inbox(session: AsyncSession, *, view: str = "all", staff_id: int | None = None,
                      status: str | Iterable[str] | None = None, limit: int = 50, offset: int = 0) -> list[InboxItem]:
     """The agents' inbox, newest activity first (last customer-visible message, else creation).
@@ -332,8 +320,7 @@ async def list_inbox(session: AsyncSession, *, view: str = "all", staff_id: int 
     rows = (await session.execute(query)).all()
     ids = [conversation.id for conversation, _, _ in rows]
     last = await _last_public_messages(session, ids)
-    unread = await _unread_counts(session, ids)
-    return [InboxItem(conversation, customer, order_no, last.get(conversation.id), unread.get(conversation.id, 0))
+    return [InboxItem(conversation, customer, order_no, last.get(conversation.id), conversation.agent_unread)
             for conversation, customer, order_no in rows]
 
 
@@ -351,8 +338,7 @@ async def inbox_items(session: AsyncSession, conversations: list[Conversation],
                      ) if order_ids else {}
     last = dict(last_messages or {})
     last.update(await _last_public_messages(session, [i for i in ids if i not in last]))
-    unread = await _unread_counts(session, ids)
-    return {c.id: InboxItem(c, customers[c.customer_id], order_nos.get(c.order_id), last.get(c.id), unread.get(c.id, 0))
+    return {c.id: InboxItem(c, customers[c.customer_id], order_nos.get(c.order_id), last.get(c.id), c.agent_unread)
             for c in conversations}
 
 

@@ -38,7 +38,7 @@ READERS = ("customer", "agent")
 
 # Conversation columns the sequence UPDATE may change, copied back onto the loaded object afterwards.
 _SYNCED = ("last_seq", "status", "version", "updated_at", "last_message_at", "first_human_reply_at",
-           "resolved_at", "customer_read_seq", "agent_read_seq")
+           "resolved_at", "customer_read_seq", "agent_read_seq", "agent_unread")
 
 
 @dataclass
@@ -72,12 +72,14 @@ def _next_seq_statement(sender_kind: str, internal: bool):
     if sender_kind == "customer":
         # The writer has read everything up to their own message.
         values["customer_read_seq"] = c.last_seq + 1
+        values["agent_unread"] = c.agent_unread + 1
         # SET expressions see the row as it was, so both CASEs test the old status.
         reopen = c.status.in_(REOPENED_BY_CUSTOMER)
         values["status"] = case((reopen, case((c.assignee_id.is_(None), "queued"), else_="open")), else_=c.status)
         values["resolved_at"] = case((reopen, null()), else_=c.resolved_at)
     elif sender_kind == "agent":
         values["agent_read_seq"] = c.last_seq + 1
+        values["agent_unread"] = 0
         if not internal:
             values["first_human_reply_at"] = func.coalesce(c.first_human_reply_at, now)
     return (update(table).where(c.id == bindparam("conversation_id"), c.status != "closed").values(**values)
@@ -260,14 +262,21 @@ async def mark_read(session: AsyncSession, conversation: Conversation, reader: s
     table = Conversation.__table__
     column = table.c[f"{reader}_read_seq"]
     target = case((table.c.last_seq < seq, table.c.last_seq), else_=literal(seq))
+    values = {column: target}
+    if reader == "agent":  # the customer's messages the agents have still not read
+        values[table.c.agent_unread] = (
+            select(func.count()).select_from(Message.__table__)
+            .where(Message.conversation_id == table.c.id, Message.sender_kind == "customer", Message.seq > target)
+            .scalar_subquery())
     row = (await session.execute(
         update(table).where(table.c.id == conversation.id, column < seq, column < table.c.last_seq)
-        .values({column: target}).returning(column))).one_or_none()
+        .values(values).returning(column, table.c.agent_unread))).one_or_none()
     if row is None:
         current = await session.scalar(select(column).where(table.c.id == conversation.id))
         set_committed_value(conversation, column.name, current)
         return ReadMarker(current, [])
     set_committed_value(conversation, column.name, row[0])
+    set_committed_value(conversation, "agent_unread", row[1])
     events = ev.read_events(conversation.id, reader, row[0])
     if reader == "agent":
         events.append(ev.inbox_event((await inbox_item(session, conversation)).to_dict()))

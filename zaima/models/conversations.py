@@ -59,6 +59,9 @@ class Conversation(Base):
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
     customer_read_seq: Mapped[int] = mapped_column(Integer, default=0)
     agent_read_seq: Mapped[int] = mapped_column(Integer, default=0)
+    # The customer's messages after agent_read_seq (the inbox's unread badge), kept by the same statements
+    # that move the sequence and the agents' marker (zaima.conversations.messages).
+    agent_unread: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Queue (see zaima.service.queue): when the conversation entered the queue (its place, kept while the
     # customer is away), its rank (complaints and VIPs first) and whether it was returned to the front.
     handoff_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # first hand-off to people (FRT start)
