@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from zaima.config import Settings
 from zaima.core.clock import Clock
 from zaima.core.crypto import SecretBox
-from zaima.db import create_engine, make_sessionmaker, transact
+from zaima.db import WalCheckpointer, create_engine, make_sessionmaker, transact
 from zaima.realtime import Hub, InProcessHub, build_hub
 from zaima.store.epay import EpayClient
 
@@ -29,6 +29,7 @@ class AppContext:
     service_wakeup: asyncio.Event = field(default_factory=asyncio.Event)  # zaima.service.loop
     service_state: dict = field(default_factory=dict)  # the service loop's memory on this node
     message_writer: object | None = None  # zaima.web.message_writer: customer messages' group commit
+    checkpointer: WalCheckpointer | None = None  # SQLite: the WAL copied back off the event loop (zaima.db)
     # Realtime fan-out and presence. Connects in start() (the app lifespan calls it); a RedisHub also
     # starts itself on first publish or presence call, so code that never runs the lifespan works.
     hub: Hub = field(default_factory=InProcessHub)
@@ -60,14 +61,18 @@ class AppContext:
                                                 error=repr(task.exception()))
 
     async def start(self) -> None:
-        """Connect what needs connecting (the realtime hub); idempotent."""
+        """Connect what needs connecting (the realtime hub) and start the SQLite checkpointer; idempotent."""
         await self.hub.start()
+        if self.checkpointer is not None:
+            self.checkpointer.start()
 
     async def close(self) -> None:
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=5)
         if self.message_writer is not None:
             await self.message_writer.close()
+        if self.checkpointer is not None:
+            await self.checkpointer.stop()
         await self.hub.close()
         await self.engine.dispose()
 
@@ -93,4 +98,5 @@ def build_context(settings: Settings, clock: Clock | None = None, engine: AsyncE
         epay=epay,
         supplier=supplier,
         hub=hub if hub is not None else build_hub(settings, clock),
+        checkpointer=WalCheckpointer(engine.url),
     )

@@ -8,6 +8,7 @@ single pooled connection, so concurrent requests queue in order instead of faili
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +18,9 @@ from functools import partial
 from typing import TypeVar
 
 import aiosqlite
+import structlog
 from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -56,7 +59,13 @@ class UTCDateTime(TypeDecorator):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+log = structlog.get_logger("zaima.db")
 SQLITE_BUSY_TIMEOUT_MS = 10000
+# SQLite copies its write-ahead log back into the database file (a checkpoint: page writes and an fsync)
+# inside whichever commit crosses this many pages. Our commits run in the event loop's thread, so that
+# commit would stall every socket for tens of milliseconds; WalCheckpointer does it from a thread
+# instead, often enough that this limit stays a safety net for processes that do not run one.
+SQLITE_AUTOCHECKPOINT_PAGES = 10_000
 
 
 def is_sqlite(url: str) -> bool:
@@ -108,6 +117,47 @@ def _loop_sqlite_connect(database, **kwargs) -> aiosqlite.Connection:
     return connection
 
 
+class WalCheckpointer:
+    """Checkpoints a SQLite database's WAL every `interval` seconds from a worker thread, on a connection
+    of its own (PASSIVE: it never waits for, nor blocks, the app's readers and writer)."""
+
+    def __init__(self, url, interval: float = 1.0):
+        url = make_url(url)
+        self.path = url.database if url.get_backend_name() == "sqlite" else None
+        self.interval = interval
+        self._task: asyncio.Task | None = None
+        self._connection: sqlite3.Connection | None = None
+
+    def start(self) -> None:
+        if self.path and self.path != ":memory:" and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="sqlite-checkpoint")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._connection is not None:
+            await asyncio.to_thread(self._connection.close)
+            self._connection = None
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """(busy, WAL frames, frames checkpointed), as SQLite reports them."""
+        if self._connection is None:
+            self._connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        return self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await asyncio.to_thread(self.checkpoint)
+            except sqlite3.Error as exc:  # e.g. the file was removed under us; try again later
+                log.warning("sqlite_checkpoint_failed", error=str(exc))
+
+
 def create_engine(url: str, **kwargs) -> AsyncEngine:
     if is_sqlite(url):
         connect_args = {"async_creator_fn": _loop_sqlite_connect, **kwargs.pop("connect_args", {})}
@@ -120,6 +170,7 @@ def create_engine(url: str, **kwargs) -> AsyncEngine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()

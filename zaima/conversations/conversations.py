@@ -26,7 +26,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.conversations import events as ev
@@ -324,6 +324,10 @@ async def list_inbox(session: AsyncSession, *, view: str = "all", staff_id: int 
             for conversation, customer, order_no in rows]
 
 
+_CUSTOMERS = select(Customer).where(Customer.id.in_(bindparam("ids", expanding=True)))
+_ORDER_NOS = select(Order.id, Order.order_no).where(Order.id.in_(bindparam("ids", expanding=True)))
+
+
 async def inbox_items(session: AsyncSession, conversations: list[Conversation],
                       last_messages: dict[int, Message] | None = None) -> dict[int, InboxItem]:
     """The inbox rows of several conversations by id, read together. `last_messages` holds messages
@@ -332,10 +336,9 @@ async def inbox_items(session: AsyncSession, conversations: list[Conversation],
         return {}
     ids = [c.id for c in conversations]
     customers = {c.id: c for c in await session.scalars(
-        select(Customer).where(Customer.id.in_({c.customer_id for c in conversations})))}
-    order_ids = {c.order_id for c in conversations if c.order_id is not None}
-    order_nos = dict((await session.execute(select(Order.id, Order.order_no).where(Order.id.in_(order_ids)))).all()
-                     ) if order_ids else {}
+        _CUSTOMERS, {"ids": list({c.customer_id for c in conversations})})}
+    order_ids = list({c.order_id for c in conversations if c.order_id is not None})
+    order_nos = dict((await session.execute(_ORDER_NOS, {"ids": order_ids})).all()) if order_ids else {}
     last = dict(last_messages or {})
     last.update(await _last_public_messages(session, [i for i in ids if i not in last]))
     return {c.id: InboxItem(c, customers[c.customer_id], order_nos.get(c.order_id), last.get(c.id), c.agent_unread)

@@ -61,8 +61,9 @@ async def _stored(session: AsyncSession, conversation_id: int, client_msg_id: st
 
 
 @functools.cache
-def _next_seq_statement(sender_kind: str, internal: bool):
-    """The sequence UPDATE for one kind of writer, built once: parameters :conversation_id and :now."""
+def _next_seq_statement(sender_kind: str, internal: bool, many: bool = False):
+    """The sequence UPDATE for one kind of writer, built once: parameters :conversation_id and :now; with
+    `many`, :ids (a list) instead of :conversation_id, and the id first in each returned row."""
     table = Conversation.__table__
     c = table.c
     now = bindparam("now", type_=UTCDateTime())
@@ -82,8 +83,10 @@ def _next_seq_statement(sender_kind: str, internal: bool):
         values["agent_unread"] = 0
         if not internal:
             values["first_human_reply_at"] = func.coalesce(c.first_human_reply_at, now)
-    return (update(table).where(c.id == bindparam("conversation_id"), c.status != "closed").values(**values)
-            .returning(*(c[name] for name in _SYNCED)))
+    which = c.id.in_(bindparam("ids", expanding=True)) if many else c.id == bindparam("conversation_id")
+    returned = [c[name] for name in _SYNCED]
+    return (update(table).where(which, c.status != "closed").values(**values)
+            .returning(*([c.id, *returned] if many else returned)))
 
 
 async def _insert(session: AsyncSession, conversation: Conversation, sender: Sender, body: str, internal: bool,
@@ -150,6 +153,13 @@ async def post_message(session: AsyncSession, clock, settings, conversation: Con
     return Posted(message, False, events, status_before)
 
 
+# post_many's statements, built once (building them per batch leaves reference cycles for the collector).
+_CONVERSATIONS = select(Conversation).where(Conversation.id.in_(bindparam("ids", expanding=True)))
+_STORED = select(Message).where(Message.conversation_id.in_(bindparam("ids", expanding=True)),
+                                Message.client_msg_id.in_(bindparam("client_msg_ids", expanding=True)))
+_INSERT = insert(Message.__table__).returning(Message.__table__.c.id, Message.__table__.c.conversation_id)
+
+
 @dataclass
 class Draft:
     """One public text message to store with post_many."""
@@ -174,18 +184,29 @@ async def post_many(session: AsyncSession, clock, settings, drafts: list[Draft]
     ids = [draft.conversation_id for draft in drafts]
     if len(set(ids)) != len(ids):
         raise ValueError("post_many takes at most one draft per conversation")
-    loaded = {c.id: c for c in await session.scalars(select(Conversation).where(Conversation.id.in_(ids)))}
+    loaded = {c.id: c for c in await session.scalars(_CONVERSATIONS, {"ids": ids})}
     stored = {(m.conversation_id, m.client_msg_id): m for m in await session.scalars(
-        select(Message).where(Message.conversation_id.in_(ids),
-                              Message.client_msg_id.in_([draft.client_msg_id for draft in drafts])))}
+        _STORED, {"ids": ids, "client_msg_ids": [draft.client_msg_id for draft in drafts]})}
     await session.flush()  # pending ORM changes first: the statements below bypass the unit of work
     connection = await session.connection()
+    # Per draft: a duplicate or an error (final), or the cleaned text to store.
+    results: list = [_check_draft(settings, loaded, stored, draft) for draft in drafts]
     now = clock.now()
-    results = [await _post_draft(connection, settings, loaded, stored, draft, now) for draft in drafts]
+    for kind in {draft.sender.kind for draft in drafts}:
+        # One sequence UPDATE for all of this kind's conversations (each is in the batch once).
+        mine = [i for i, draft in enumerate(drafts) if isinstance(results[i], str) and draft.sender.kind == kind]
+        if not mine:
+            continue
+        ids = [drafts[i].conversation_id for i in mine]
+        statement = _next_seq_statement(kind, False, many=True)
+        rows = {row[0]: row[1:] for row in await connection.execute(statement, {"ids": ids, "now": now})}
+        for i, cid in zip(mine, ids, strict=True):
+            row = rows.get(cid)  # none: closed since it was loaded
+            results[i] = ConversationClosed() if row is None else _drafted(loaded[cid], drafts[i], results[i], row, now)
     fresh = [p for p in results if isinstance(p, Posted) and not p.duplicate]
     if fresh:  # one INSERT for all the new messages; one per conversation, so its id maps back by that
         table = Message.__table__
-        rows = await connection.execute(insert(table).returning(table.c.id, table.c.conversation_id),
+        rows = await connection.execute(_INSERT,
                                         [{c.key: getattr(p.message, c.key) for c in table.c if c.key != "id"}
                                          for p in fresh])
         ids_by_conversation = dict((cid, mid) for mid, cid in rows)
@@ -206,25 +227,26 @@ async def post_many(session: AsyncSession, clock, settings, drafts: list[Draft]
     return loaded, results
 
 
-async def _post_draft(connection, settings, loaded: dict[int, Conversation], stored: dict, draft: Draft,
-                      now) -> Posted | Exception:
-    """post_many's work for one draft: checks, the sequence number, and the message (inserted later)."""
-    conversation = loaded.get(draft.conversation_id)
+def _check_draft(settings, loaded: dict[int, Conversation], stored: dict, draft: Draft) -> Posted | Exception | str:
+    """What post_many answers for a draft before any write: a duplicate, an error, or the text to store."""
     try:
         _check_client_msg_id(draft.client_msg_id)
         duplicate = stored.get((draft.conversation_id, draft.client_msg_id))
         if duplicate is not None:
             return Posted(duplicate, True, [])
         text = clean_text(draft.body, settings.message_max_chars)
-        if conversation is None:
+        if draft.conversation_id not in loaded:
             raise NotFound("找不到这个会话", "no such conversation", field="conversation_id")
-        status_before = conversation.status
-        statement = _next_seq_statement(draft.sender.kind, False)
-        row = (await connection.execute(statement, {"conversation_id": conversation.id, "now": now})).one_or_none()
-        if row is None:
+        if loaded[draft.conversation_id].status == "closed":
             raise ConversationClosed()
     except (ValidationFailed, NotFound, ConversationClosed) as exc:
         return exc
+    return text
+
+
+def _drafted(conversation: Conversation, draft: Draft, text: str, row, now) -> Posted:
+    """The message of a draft whose sequence UPDATE returned `row` (inserted by post_many afterwards)."""
+    status_before = conversation.status
     for name, value in zip(_SYNCED, row, strict=True):
         set_committed_value(conversation, name, value)
     sender = draft.sender

@@ -47,6 +47,7 @@ class MessageWriter:
         self._pending: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self.batches = self.written = 0  # how well batching works: written / batches messages per transaction
 
     async def post(self, draft: Draft) -> tuple[Conversation, Posted]:
         """Store `draft`; raises what messages.post_many reports for it (e.g. ConversationClosed)."""
@@ -113,6 +114,8 @@ class MessageWriter:
             elif not batch[0].future.done():
                 batch[0].future.set_exception(exc)
             return
+        self.batches += 1
+        self.written += len(batch)
         for item, result in zip(batch, results, strict=True):
             if item.future.done():
                 continue

@@ -124,7 +124,8 @@ class Socket:
     async def receive(self, timeout: float) -> str | None:
         """The next text frame; None when the client went away or stayed silent too long."""
         try:
-            message = await asyncio.wait_for(self.ws.receive(), timeout)
+            async with asyncio.timeout(timeout):  # no extra task per frame, unlike wait_for on 3.11
+                message = await self.ws.receive()
         except TimeoutError:
             return None
         if message["type"] == "websocket.disconnect":
