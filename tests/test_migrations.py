@@ -57,3 +57,37 @@ async def test_each_revision_downgrades_and_upgrades_back(db_url, revision):
         assert added <= await _tables(engine)
     finally:
         await engine.dispose()
+
+
+async def test_0005_counts_the_unread_messages_of_existing_conversations(ctx):
+    """Upgrading a database that already has conversations fills agent_unread from the messages (and the
+    downgrade works with rows in place)."""
+    from sqlalchemy import text
+
+    from tests.conversations.helpers import change, make_agent, make_conversation, make_customer, post
+    from zaima.conversations.messages import mark_read
+    from zaima.conversations.senders import Sender
+
+    customer, other, agent = await make_customer(ctx), await make_customer(ctx), await make_agent(ctx)
+    read_some, answered = await make_conversation(ctx, customer), await make_conversation(ctx, other)
+    for i in range(3):
+        await post(ctx, read_some.id, Sender.customer(customer), f"a{i}")
+    await change(ctx, read_some.id, lambda s, c: mark_read(s, c, "agent", 1))  # two left unread
+    for sender, text_ in ((Sender.customer(other), "b0"), (Sender.agent(agent), "reply"),
+                          (Sender.customer(other), "b1"), (Sender.bot(), "bot")):
+        await post(ctx, answered.id, sender, text_)  # one customer message after the agent's reply
+
+    async def unread():
+        async with ctx.engine.connect() as connection:
+            return (await connection.execute(text("SELECT id, agent_unread FROM conversations ORDER BY id"))).all()
+
+    assert await unread() == [(read_some.id, 2), (answered.id, 1)]
+    async with ctx.engine.begin() as connection:
+        def down(sync_connection):
+            cfg = alembic_config()
+            cfg.attributes["connection"] = sync_connection
+            command.downgrade(cfg, "0004")
+
+        await connection.run_sync(down)
+    await upgrade(ctx.engine)
+    assert await unread() == [(read_some.id, 2), (answered.id, 1)]

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import TypeVar
 
 import aiosqlite
@@ -66,6 +67,7 @@ SQLITE_BUSY_TIMEOUT_MS = 10000
 # commit would stall every socket for tens of milliseconds; WalCheckpointer does it from a thread
 # instead, often enough that this limit stays a safety net for processes that do not run one.
 SQLITE_AUTOCHECKPOINT_PAGES = 10_000
+SQLITE_WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
 def is_sqlite(url: str) -> bool:
@@ -119,43 +121,52 @@ def _loop_sqlite_connect(database, **kwargs) -> aiosqlite.Connection:
 
 class WalCheckpointer:
     """Checkpoints a SQLite database's WAL every `interval` seconds from a worker thread, on a connection
-    of its own (PASSIVE: it never waits for, nor blocks, the app's readers and writer)."""
+    of its own opened for each checkpoint (PASSIVE: it never waits for, nor blocks, the app's readers
+    and writer)."""
 
     def __init__(self, url, interval: float = 1.0):
         url = make_url(url)
-        self.path = url.database if url.get_backend_name() == "sqlite" else None
+        database = url.database if url.get_backend_name() == "sqlite" else None
+        self.path = database if database and database != ":memory:" and not database.startswith("file:") else None
         self.interval = interval
         self._task: asyncio.Task | None = None
-        self._connection: sqlite3.Connection | None = None
+        self._running: asyncio.Future | None = None  # the checkpoint in the worker thread, if any
 
     def start(self) -> None:
-        if self.path and self.path != ":memory:" and self._task is None:
+        if self.path and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="sqlite-checkpoint")
 
     async def stop(self) -> None:
+        """Stop, and wait for a checkpoint in progress: nothing touches the file after this returns."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._connection is not None:
-            await asyncio.to_thread(self._connection.close)
-            self._connection = None
+        if self._running is not None:
+            with contextlib.suppress(Exception):
+                await self._running
+            self._running = None
 
     def checkpoint(self) -> tuple[int, int, int]:
         """(busy, WAL frames, frames checkpointed), as SQLite reports them."""
-        if self._connection is None:
-            self._connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        return self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        uri = Path(self.path).absolute().as_uri() + "?mode=rw"  # never creates a missing file
+        connection = sqlite3.connect(uri, uri=True, isolation_level=None)
+        try:
+            connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            return connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            connection.close()
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
+            self._running = asyncio.ensure_future(asyncio.to_thread(self.checkpoint))
             try:
-                await asyncio.to_thread(self.checkpoint)
+                await asyncio.shield(self._running)  # a stop() waits for it rather than abandoning it
             except sqlite3.Error as exc:  # e.g. the file was removed under us; try again later
                 log.warning("sqlite_checkpoint_failed", error=str(exc))
+            self._running = None
 
 
 def create_engine(url: str, **kwargs) -> AsyncEngine:
@@ -171,6 +182,7 @@ def create_engine(url: str, **kwargs) -> AsyncEngine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}")
+            cursor.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_SIZE_LIMIT}")  # shrink the log after a burst
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()

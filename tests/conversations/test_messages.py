@@ -365,3 +365,28 @@ async def test_message_events_carry_seq_and_go_to_inbox(ctx, clock):
     item = posted.events[2].payload["item"]
     assert item["last_message"]["text"] == "第一条消息的预览" and item["unread"] == 1
     assert item["ticket_no"] == f"T-{10000 + conversation.id}"
+
+
+async def test_an_agents_read_receipt_racing_a_customer_message_still_counts_it_unread(ctx):
+    """The customer's message holds the conversation when the agent's receipt (up to seq 3) arrives: the
+    receipt waits for it, then counts it (PostgreSQL would otherwise count from a snapshot without it)."""
+    customer = await make_customer(ctx)
+    conversation = await make_conversation(ctx, customer)
+    for i in range(3):
+        await post(ctx, conversation.id, Sender.customer(customer), f"m{i}")
+    posted = asyncio.Event()
+
+    async def customer_writes():
+        async with unit_of_work(ctx.sessions) as session:
+            c = await convs.get_conversation(session, conversation.id)
+            await post_message(session, ctx.clock, ctx.settings, c, Sender.customer(customer), "又一条")
+            posted.set()
+            await asyncio.sleep(0.3)  # still uncommitted while the agent's receipt comes in
+
+    async def agent_reads():
+        await posted.wait()
+        await change(ctx, conversation.id, lambda s, c: mark_read(s, c, "agent", 3))
+
+    await asyncio.gather(customer_writes(), agent_reads())
+    fresh = await load(ctx, conversation.id)
+    assert (fresh.agent_read_seq, fresh.last_seq, fresh.agent_unread) == (3, 4, 1)

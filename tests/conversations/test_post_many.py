@@ -10,11 +10,11 @@ from sqlalchemy import select
 from tests.conversations.helpers import change, load, make_agent, make_conversation, make_customer, post
 from zaima.conversations import conversations as convs
 from zaima.conversations.conversations import ConversationClosed
-from zaima.conversations.messages import Draft, Posted, post_many
+from zaima.conversations.messages import ConversationBusy, Draft, Posted, post_many
 from zaima.conversations.senders import Sender
 from zaima.core.errors import ValidationFailed
 from zaima.db import unit_of_work
-from zaima.models import Message
+from zaima.models import Conversation, Message
 
 
 async def _post_many(ctx, drafts):
@@ -116,3 +116,18 @@ async def test_a_conversation_twice_in_one_batch_is_refused(ctx):
     with pytest.raises(ValueError):
         await _post_many(ctx, [Draft(conversation.id, sender, "一", "x1"), Draft(conversation.id, sender, "二", "x2")])
     assert await _stored(ctx, conversation.id) == []
+
+
+async def test_a_conversation_another_transaction_holds_is_left_for_a_single_post(ctx, db_url):
+    """PostgreSQL: the batch skips a conversation locked elsewhere (the writer posts it on its own, where
+    waiting only delays that one customer) instead of making every message of the batch wait."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: nothing else can hold a conversation meanwhile")
+    (c0, held), (c1, free) = await _customers_with_conversations(ctx, 2)
+    async with unit_of_work(ctx.sessions) as holder:
+        await holder.execute(select(Conversation.id).where(Conversation.id == held.id).with_for_update())
+        _, results = await _post_many(ctx, [Draft(held.id, Sender.customer(c0), "被锁住", "h1"),
+                                            Draft(free.id, Sender.customer(c1), "没锁", "f1")])
+    assert isinstance(results[0], ConversationBusy)
+    assert isinstance(results[1], Posted) and results[1].message.seq == 1
+    assert await _stored(ctx, held.id) == [] and await _stored(ctx, free.id) == [(1, "没锁", "f1")]

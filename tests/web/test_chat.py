@@ -467,3 +467,31 @@ async def test_a_message_that_fails_does_not_fail_the_others_written_with_it(ctx
     async with unit_of_work(ctx.sessions) as session:  # nothing of the bad message was stored
         bodies = sorted(m.body for m in await session.scalars(select(Message)))
     assert bodies == ["一", "三", "四"]
+
+
+async def test_closing_the_writer_finishes_the_batch_in_hand_and_refuses_new_messages(ctx, monkeypatch):
+    customer = await make_customer(ctx)
+    conversation = await make_conversation(ctx, customer)
+    real_after_post = tickets.after_post
+    writing = asyncio.Event()
+
+    async def slow_after_post(session, ctx_, c, posted):
+        writing.set()
+        await asyncio.sleep(0.3)
+        return await real_after_post(session, ctx_, c, posted)
+
+    monkeypatch.setattr(tickets, "after_post", slow_after_post)
+    writer = MessageWriter(ctx)
+    first = asyncio.create_task(writer.post(Draft(conversation.id, Sender.customer(customer), "一", "w-1")))
+    await writing.wait()
+    queued = asyncio.create_task(writer.post(Draft(conversation.id, Sender.customer(customer), "二", "w-2")))
+    await asyncio.sleep(0)
+    await writer.close()
+    _, posted = await asyncio.wait_for(first, 2)  # the batch being written was committed and answered
+    assert posted.message.seq == 1
+    with pytest.raises(asyncio.CancelledError):  # not acked: the client sends it again after reconnecting
+        await asyncio.wait_for(queued, 2)
+    with pytest.raises(RuntimeError):
+        await writer.post(Draft(conversation.id, Sender.customer(customer), "三", "w-3"))
+    async with unit_of_work(ctx.sessions) as session:
+        assert [m.body for m in await session.scalars(select(Message))] == ["一"]

@@ -41,6 +41,10 @@ _SYNCED = ("last_seq", "status", "version", "updated_at", "last_message_at", "fi
            "resolved_at", "customer_read_seq", "agent_read_seq", "agent_unread")
 
 
+class ConversationBusy(Exception):
+    """post_many skipped this draft: another transaction holds its conversation. Post it on its own."""
+
+
 @dataclass
 class Posted:
     message: Message
@@ -154,7 +158,11 @@ async def post_message(session: AsyncSession, clock, settings, conversation: Con
 
 
 # post_many's statements, built once (building them per batch leaves reference cycles for the collector).
-_CONVERSATIONS = select(Conversation).where(Conversation.id.in_(bindparam("ids", expanding=True)))
+# PostgreSQL: the batch locks its conversations in id order (no deadlock between two nodes' batches),
+# skipping any another transaction holds, so one busy conversation never holds up the whole batch.
+_CONVERSATIONS = (select(Conversation).where(Conversation.id.in_(bindparam("ids", expanding=True)))
+                  .order_by(Conversation.id).with_for_update(skip_locked=True))
+_EXISTING = select(Conversation.id).where(Conversation.id.in_(bindparam("ids", expanding=True)))
 _STORED = select(Message).where(Message.conversation_id.in_(bindparam("ids", expanding=True)),
                                 Message.client_msg_id.in_(bindparam("client_msg_ids", expanding=True)))
 _INSERT = insert(Message.__table__).returning(Message.__table__.c.id, Message.__table__.c.conversation_id)
@@ -179,18 +187,23 @@ async def post_many(session: AsyncSession, clock, settings, drafts: list[Draft]
 
     At most one draft per conversation (the caller defers the others to its next batch). Returns the
     loaded conversations and, per draft, its Posted or the error it would have raised on its own
-    (ValidationFailed, NotFound, ConversationClosed); the other drafts are unaffected by one's error.
+    (ValidationFailed, NotFound, ConversationClosed), or ConversationBusy when another transaction
+    holds its conversation (PostgreSQL); the other drafts are unaffected by one's error. The new
+    messages are inserted with Core: their objects are not in the session.
     """
     ids = [draft.conversation_id for draft in drafts]
     if len(set(ids)) != len(ids):
         raise ValueError("post_many takes at most one draft per conversation")
     loaded = {c.id: c for c in await session.scalars(_CONVERSATIONS, {"ids": ids})}
+    missing = [cid for cid in ids if cid not in loaded]
+    busy = set(await session.scalars(_EXISTING, {"ids": missing})) if missing else set()
     stored = {(m.conversation_id, m.client_msg_id): m for m in await session.scalars(
         _STORED, {"ids": ids, "client_msg_ids": [draft.client_msg_id for draft in drafts]})}
     await session.flush()  # pending ORM changes first: the statements below bypass the unit of work
     connection = await session.connection()
     # Per draft: a duplicate or an error (final), or the cleaned text to store.
-    results: list = [_check_draft(settings, loaded, stored, draft) for draft in drafts]
+    results: list = [ConversationBusy() if draft.conversation_id in busy else _check_draft(settings, loaded, stored, draft)
+                     for draft in drafts]
     now = clock.now()
     for kind in {draft.sender.kind for draft in drafts}:
         # One sequence UPDATE for all of this kind's conversations (each is in the batch once).
@@ -286,6 +299,9 @@ async def mark_read(session: AsyncSession, conversation: Conversation, reader: s
     target = case((table.c.last_seq < seq, table.c.last_seq), else_=literal(seq))
     values = {column: target}
     if reader == "agent":  # the customer's messages the agents have still not read
+        # Lock the row first: on PostgreSQL the UPDATE below then counts with a snapshot taken after any
+        # customer message that held the row has committed (in one statement the count would miss it).
+        await session.execute(select(table.c.id).where(table.c.id == conversation.id).with_for_update())
         values[table.c.agent_unread] = (
             select(func.count()).select_from(Message.__table__)
             .where(Message.conversation_id == table.c.id, Message.sender_kind == "customer", Message.seq > target)

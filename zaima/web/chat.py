@@ -215,11 +215,11 @@ class CustomerSocket:
                 f"消息不能超过 {self.ctx.settings.message_max_chars} 个字",
                 f"a message can be at most {self.ctx.settings.message_max_chars} characters"))
 
-        async def reopen(session):
-            # A closed ticket stays closed: writing again starts a new conversation (same order).
+        async def alone(session):
             conversation = await session.get(Conversation, self.conversation.id)
             events = []
             if conversation.status == "closed":
+                # A closed ticket stays closed: writing again starts a new conversation (same order).
                 order = await session.get(Order, conversation.order_id) if conversation.order_id else None
                 customer = await session.get(Customer, self.customer.id)
                 opened = await conversations.open_conversation(session, self.ctx.clock, customer, order)
@@ -233,8 +233,8 @@ class CustomerSocket:
         try:  # stored together with other sockets' messages (one transaction per batch)
             conversation, posted = await writer_for(self.ctx).post(
                 messages.Draft(self.conversation.id, self.sender, text, msg_id))
-        except ConversationClosed:
-            conversation, posted = await self.ctx.transact(reopen)
+        except (ConversationClosed, messages.ConversationBusy):
+            conversation, posted = await self.ctx.transact(alone)
         if conversation.id != self.conversation.id:
             async with unit_of_work(self.ctx.sessions) as session:
                 order_no = await conversations.order_no_of(session, conversation)

@@ -47,10 +47,13 @@ class MessageWriter:
         self._pending: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._closed = False
         self.batches = self.written = 0  # how well batching works: written / batches messages per transaction
 
     async def post(self, draft: Draft) -> tuple[Conversation, Posted]:
         """Store `draft`; raises what messages.post_many reports for it (e.g. ConversationClosed)."""
+        if self._closed:
+            raise RuntimeError("the message writer is closed")
         future = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(draft, future))
         self._wakeup.set()
@@ -58,18 +61,37 @@ class MessageWriter:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="message-writer")
         return await future
 
-    async def close(self) -> None:
-        await stop_task(self._task)
-        for item in self._pending:
-            item.future.cancel()
+    async def close(self, timeout: float = 5.0) -> None:
+        """Finish the batch being written (its messages are acked), refuse new ones, drop the queued."""
+        self._closed = True
+        self._wakeup.set()
+        if self._task is not None and not self._task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except TimeoutError:
+                await stop_task(self._task)
+        self._drop(self._pending)
         self._pending.clear()
+
+    @staticmethod
+    def _drop(items) -> None:
+        """Their sockets get a cancellation: not acked, so the client sends them again (same id)."""
+        for item in items:
+            if not item.future.done():
+                item.future.cancel()
 
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._pending:
-                await self._write(self._take())
+            while self._pending and not self._closed:
+                batch = self._take()
+                try:
+                    await self._write(batch)
+                finally:
+                    self._drop(batch)  # only those a failure or a cancellation left unanswered
+            if self._closed:
+                return
 
     def _take(self) -> list[_Pending]:
         """The next batch: oldest first, one message per conversation (later ones wait for the next)."""
