@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -80,9 +80,12 @@ async def enqueue(session: AsyncSession, ctx, kind: str, payload: dict, run_at: 
     await enqueue_all(session, ctx, [Queued(kind, payload, run_at, dedupe_key)])
 
 
+_CANCEL = delete(Job).where(Job.dedupe_key.in_(bindparam("keys", expanding=True)), Job.status == "pending")
+
+
 async def cancel(session: AsyncSession, *dedupe_keys: str) -> None:
     """Drop queued jobs that became pointless (e.g. payment re-query once the order is paid)."""
-    await session.execute(delete(Job).where(Job.dedupe_key.in_(dedupe_keys), Job.status == "pending"))
+    await session.execute(_CANCEL, {"keys": list(dedupe_keys)})
 
 
 async def _claim(ctx, job_id: int) -> datetime | None:

@@ -6,7 +6,7 @@ import re
 import unicodedata
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.core.audit import CUSTOMER, SYSTEM
@@ -124,9 +124,12 @@ async def create_order(session: AsyncSession, ctx, product: Product, quantity: i
     return order
 
 
+ORDER_BY_NO = select(Order).where(Order.order_no == bindparam("order_no"))  # built once
+
+
 async def get_order(session: AsyncSession, order_no: str) -> Order:
     canonical = normalize_order_no(order_no)
-    order = await session.scalar(select(Order).where(Order.order_no == canonical)) if canonical else None
+    order = await session.scalar(ORDER_BY_NO, {"order_no": canonical}) if canonical else None
     if order is None:
         raise NotFound("未找到该订单", "Order not found")
     return order

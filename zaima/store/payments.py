@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.core.audit import GATEWAY, Actor
@@ -21,16 +21,18 @@ from zaima.models import Order, Payment, PaymentNotification
 from zaima.store import epay, timeline
 from zaima.store.delivery import deliver
 from zaima.store.epay import EpayError
-from zaima.store.orders import transition
+from zaima.store.orders import ORDER_BY_NO, transition
 
 log = structlog.get_logger("zaima.payments")
 
 REQUERY_AFTER_MINUTES = (2, 5, 10, 30, 60)  # since order creation
 
 
+_PAYMENT_OF = select(Payment).where(Payment.provider == "epay", Payment.out_trade_no == bindparam("order_no"))
+
+
 async def payment_of(session: AsyncSession, order: Order) -> Payment | None:
-    return await session.scalar(select(Payment).where(Payment.provider == "epay",
-                                                      Payment.out_trade_no == order.order_no))
+    return await session.scalar(_PAYMENT_OF, {"order_no": order.order_no})
 
 
 async def apply_payment(session: AsyncSession, ctx, order: Order, *, trade_no: str, amount_fen: int,
@@ -110,7 +112,7 @@ async def handle_notify(ctx, params: dict[str, str], remote_addr: str = "") -> s
     async def apply(session: AsyncSession) -> tuple[str, str]:
         verdict, why = "rejected", reason or ""
         if reason is None:
-            order = await session.scalar(select(Order).where(Order.order_no == out_trade_no))
+            order = await session.scalar(ORDER_BY_NO, {"order_no": out_trade_no})
             if order is None:
                 why = "unknown_order"
             elif parse_yuan(params["money"]) != order.amount_fen:

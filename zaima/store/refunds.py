@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.core.audit import SYSTEM, Actor
@@ -75,8 +75,11 @@ async def refund_undelivered(session: AsyncSession, ctx, order: Order, *, actor:
     return refund
 
 
+_REFUNDS_OF = select(Refund).where(Refund.order_id == bindparam("for_order")).order_by(Refund.id)
+
+
 async def refunds_of(session: AsyncSession, order_id: int) -> list[Refund]:
-    return list(await session.scalars(select(Refund).where(Refund.order_id == order_id).order_by(Refund.id)))
+    return list(await session.scalars(_REFUNDS_OF, {"for_order": order_id}))
 
 
 @handler("gateway_refund")

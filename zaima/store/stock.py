@@ -8,12 +8,13 @@ moved first is simply not ours; we pick again.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.core.crypto import SecretBox
@@ -151,19 +152,37 @@ async def import_keys(session: AsyncSession, box: SecretBox, clock, product: Pro
     return ImportResult(batch.id, len(rows), duplicates, [])
 
 
+@functools.cache
+def _take_on_sqlite(new_status: str):
+    """SQLite: one statement moves up to :need available keys of :for_product to `new_status` for
+    :for_order (SQLite runs one writer at a time, and evaluates the inner SELECT once)."""
+    candidates = (select(CardKey.id)
+                  .where(CardKey.product_id == bindparam("for_product"), CardKey.status == "available")
+                  .order_by(CardKey.id).limit(bindparam("need")))
+    stamp = {"reserved_at": bindparam("at")} if new_status == "reserved" else {"sold_at": bindparam("at")}
+    return (update(CardKey)
+            .where(CardKey.id.in_(candidates.scalar_subquery()), CardKey.status == "available")
+            .values(status=new_status, order_id=bindparam("for_order"), **stamp)
+            .execution_options(synchronize_session=False))
+
+
 async def _take(session: AsyncSession, product_id: int, order_id: int, need: int, new_status: str, now) -> int:
     """Move up to `need` available keys to `new_status` for `order_id`; returns how many we got."""
+    if session.bind.dialect.name != "postgresql":
+        result = await session.execute(_take_on_sqlite(new_status), {"for_product": product_id, "for_order": order_id,
+                                                                      "need": need, "at": now})
+        return result.rowcount
+    # PostgreSQL: pick candidates skipping keys other transactions are taking, then take them; a
+    # LIMIT … FOR UPDATE SKIP LOCKED inside the UPDATE's IN may be evaluated more than once.
     got = 0
-    postgres = session.bind.dialect.name == "postgresql"
     while got < need:
         query = (
             select(CardKey.id)
             .where(CardKey.product_id == product_id, CardKey.status == "available")
             .order_by(CardKey.id)
             .limit(need - got)
+            .with_for_update(skip_locked=True)
         )
-        if postgres:
-            query = query.with_for_update(skip_locked=True)
         candidates = list(await session.scalars(query))
         if not candidates:
             break
@@ -213,11 +232,13 @@ async def available_count(session: AsyncSession, product_id: int) -> int:
     ) or 0
 
 
+_KEYS_OF_ORDER = (select(CardKey).where(CardKey.order_id == bindparam("for_order"),
+                                        CardKey.status.in_(bindparam("statuses", expanding=True)))
+                  .order_by(CardKey.id))
+
+
 async def keys_of_order(session: AsyncSession, order_id: int, statuses=("sold",)) -> list[CardKey]:
-    rows = await session.scalars(
-        select(CardKey).where(CardKey.order_id == order_id, CardKey.status.in_(statuses)).order_by(CardKey.id)
-    )
-    return list(rows)
+    return list(await session.scalars(_KEYS_OF_ORDER, {"for_order": order_id, "statuses": list(statuses)}))
 
 
 def reveal(box: SecretBox, key: CardKey) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.core.audit import Actor
@@ -62,6 +62,8 @@ async def record(session: AsyncSession, order: Order, kind: str, actor: Actor, a
     return event
 
 
+_EVENTS_FOR = select(OrderEvent).where(OrderEvent.order_id == bindparam("for_order")).order_by(OrderEvent.id)
+
+
 async def events_for(session: AsyncSession, order_id: int) -> list[OrderEvent]:
-    rows = await session.scalars(select(OrderEvent).where(OrderEvent.order_id == order_id).order_by(OrderEvent.id))
-    return list(rows)
+    return list(await session.scalars(_EVENTS_FOR, {"for_order": order_id}))
