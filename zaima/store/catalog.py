@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.core.errors import Conflict, NotFound, ValidationFailed
@@ -66,11 +66,14 @@ async def update_product(session: AsyncSession, product: Product, **values) -> P
     return product
 
 
+_BY_SKU = select(Product).where(Product.sku == bindparam("sku"))  # built once: the checkout's first read
+
+
 async def get_product(session: AsyncSession, sku: str, active_only: bool = False) -> Product:
     # A string that cannot be a SKU is not looked up (PostgreSQL refuses NUL in text with an error).
     product = None
     if SKU_PATTERN.fullmatch(sku or ""):
-        product = await session.scalar(select(Product).where(Product.sku == sku))
+        product = await session.scalar(_BY_SKU, {"sku": sku})
     if product is None or (active_only and not product.active):
         raise NotFound("商品不存在或已下架", "Product not found")
     return product

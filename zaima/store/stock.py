@@ -201,14 +201,13 @@ async def reserve_keys(session: AsyncSession, product_id: int, order_id: int, qu
     return await _take(session, product_id, order_id, quantity, "reserved", now)
 
 
+_SELL_RESERVED = (update(CardKey).where(CardKey.order_id == bindparam("for_order"), CardKey.status == "reserved")
+                  .values(status="sold", sold_at=bindparam("at")).execution_options(synchronize_session=False))
+
+
 async def sell_keys(session: AsyncSession, product_id: int, order_id: int, quantity: int, now) -> int:
     """Sell the order's own reservations first, then take more from available stock."""
-    result = await session.execute(
-        update(CardKey)
-        .where(CardKey.order_id == order_id, CardKey.status == "reserved")
-        .values(status="sold", sold_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    result = await session.execute(_SELL_RESERVED, {"for_order": order_id, "at": now})
     sold = min(result.rowcount, quantity)
     if sold < quantity:
         sold += await _take(session, product_id, order_id, quantity - sold, "sold", now)
