@@ -42,7 +42,10 @@ async def order_view(session: AsyncSession, ctx, order: Order, *, reveal_keys: b
     """A plain dict. Keys are in plaintext only with reveal_keys (the verified owner)."""
     product = await session.get(Product, order.product_id)
     events = await timeline.events_for(session, order.id)
-    payment = await payment_of(session, order)
+    # Payments and refunds are only ever written together with paid_at / refunded_quantity: no rows to read
+    # for an order without them.
+    payment = await payment_of(session, order) if order.paid_at is not None else None
+    refunds = await refunds_of(session, order.id) if order.refunded_quantity else []
     keys = await stock.keys_of_order(session, order.id, ("sold", "quarantined") if staff else ("sold",))
     view = {
         "order_no": order.order_no,
@@ -86,7 +89,7 @@ async def order_view(session: AsyncSession, ctx, order: Order, *, reveal_keys: b
              "status_text": REFUND_TEXT.get(r.status, (r.status,))[0],
              "status_text_en": REFUND_TEXT.get(r.status, (r.status, r.status))[1],
              "reason": r.reason, "at": r.created_at.isoformat()}
-            for r in await refunds_of(session, order.id)
+            for r in refunds
         ],
         "keys": [],
     }
