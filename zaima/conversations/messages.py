@@ -93,17 +93,24 @@ def _next_seq_statement(sender_kind: str, internal: bool, many: bool = False):
             .returning(*([c.id, *returned] if many else returned)))
 
 
+def _numbered(conversation: Conversation, row, sender: Sender, body: str, internal: bool, client_msg_id: str | None,
+              attachment: Attachment | None, now) -> Message:
+    """The new message, numbered by the sequence UPDATE that returned `row` (copied onto the conversation)."""
+    for name, value in zip(_SYNCED, row, strict=True):
+        set_committed_value(conversation, name, value)
+    return Message(conversation_id=conversation.id, seq=conversation.last_seq, sender_kind=sender.kind,
+                   sender_id=sender.id, sender_name=sender.name[:100], body=body, internal=internal,
+                   client_msg_id=client_msg_id, attachment=attachment,
+                   attachment_id=attachment.id if attachment is not None else None, created_at=now)
+
+
 async def _insert(session: AsyncSession, conversation: Conversation, sender: Sender, body: str, internal: bool,
                   client_msg_id: str | None, attachment: Attachment | None, now) -> Message:
     statement = _next_seq_statement(sender.kind, internal)
     row = (await session.execute(statement, {"conversation_id": conversation.id, "now": now})).one_or_none()
     if row is None:
         raise ConversationClosed()  # closed by someone else since it was loaded
-    for name, value in zip(_SYNCED, row, strict=True):
-        set_committed_value(conversation, name, value)
-    message = Message(conversation_id=conversation.id, seq=conversation.last_seq, sender_kind=sender.kind,
-                      sender_id=sender.id, sender_name=sender.name[:100], body=body, internal=internal,
-                      client_msg_id=client_msg_id, attachment=attachment, created_at=now)
+    message = _numbered(conversation, row, sender, body, internal, client_msg_id, attachment, now)
     session.add(message)
     await session.flush()
     return message
@@ -260,12 +267,7 @@ def _check_draft(settings, loaded: dict[int, Conversation], stored: dict, draft:
 def _drafted(conversation: Conversation, draft: Draft, text: str, row, now) -> Posted:
     """The message of a draft whose sequence UPDATE returned `row` (inserted by post_many afterwards)."""
     status_before = conversation.status
-    for name, value in zip(_SYNCED, row, strict=True):
-        set_committed_value(conversation, name, value)
-    sender = draft.sender
-    message = Message(conversation_id=conversation.id, seq=conversation.last_seq, sender_kind=sender.kind,
-                      sender_id=sender.id, sender_name=sender.name[:100], body=text, internal=False,
-                      client_msg_id=draft.client_msg_id, attachment_id=None, attachment=None, created_at=now)
+    message = _numbered(conversation, row, draft.sender, text, False, draft.client_msg_id, None, now)
     return Posted(message, False, [], status_before)
 
 async def list_messages(session: AsyncSession, conversation: Conversation, after_seq: int = 0, limit: int = 200,

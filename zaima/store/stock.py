@@ -152,6 +152,9 @@ async def import_keys(session: AsyncSession, box: SecretBox, clock, product: Pro
     return ImportResult(batch.id, len(rows), duplicates, [])
 
 
+_STAMPED = {"reserved": "reserved_at", "sold": "sold_at"}  # the time column each taken state records
+
+
 @functools.cache
 def _take_on_sqlite(new_status: str):
     """SQLite: one statement moves up to :need available keys of :for_product to `new_status` for
@@ -159,7 +162,7 @@ def _take_on_sqlite(new_status: str):
     candidates = (select(CardKey.id)
                   .where(CardKey.product_id == bindparam("for_product"), CardKey.status == "available")
                   .order_by(CardKey.id).limit(bindparam("need")))
-    stamp = {"reserved_at": bindparam("at")} if new_status == "reserved" else {"sold_at": bindparam("at")}
+    stamp = {_STAMPED[new_status]: bindparam("at")}
     return (update(CardKey)
             .where(CardKey.id.in_(candidates.scalar_subquery()), CardKey.status == "available")
             .values(status=new_status, order_id=bindparam("for_order"), **stamp)
@@ -186,7 +189,7 @@ async def _take(session: AsyncSession, product_id: int, order_id: int, need: int
         candidates = list(await session.scalars(query))
         if not candidates:
             break
-        stamp = {"reserved_at": now} if new_status == "reserved" else {"sold_at": now}
+        stamp = {_STAMPED[new_status]: now}
         result = await session.execute(
             update(CardKey)
             .where(CardKey.id.in_(candidates), CardKey.status == "available")
