@@ -199,6 +199,19 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=True)
 
 
+_APPEND: dict[type, object] = {}
+
+
+async def append_row(session: AsyncSession, model: type[Base], **values) -> None:
+    """INSERT one row of an append-only record (audit entries, delivery attempts, notifications) now,
+    with a statement built once per table: no ORM object and no unit-of-work bookkeeping at flush, for
+    rows nothing in the transaction reads back as objects. Column defaults apply as with the ORM."""
+    statement = _APPEND.get(model)
+    if statement is None:
+        statement = _APPEND[model] = model.__table__.insert()
+    await session.execute(statement, values)
+
+
 def on_commit(session: AsyncSession, callback: Callable[[], object]) -> None:
     """Run `callback` once the unit of work commits; dropped if it rolls back."""
     session.info.setdefault("on_commit", []).append(callback)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.core.audit import SYSTEM, Actor
+from zaima.db import append_row
 from zaima.jobs import enqueue, handler
 from zaima.models import DeliveryAttempt, Order, Product, SupplierOrder
 from zaima.store import stock, timeline
@@ -39,8 +40,8 @@ async def deliver_from_stock(session: AsyncSession, ctx, order: Order, actor: Ac
     elif order.status != "awaiting_stock":
         transition(order, "awaiting_stock")
     result = "delivered" if complete else ("partial" if got else "short")
-    session.add(DeliveryAttempt(order_id=order.id, at=now, method="stock", result=result, quantity=got,
-                                detail=f"need {need}, delivered {got}"))
+    await append_row(session, DeliveryAttempt, order_id=order.id, at=now, method="stock", result=result,
+                     quantity=got, detail=f"need {need}, delivered {got}")
     if complete:
         await timeline.record(session, order, "delivered", actor, now, quantity=got)
     elif got:
@@ -91,7 +92,7 @@ async def start_recharge(session: AsyncSession, ctx, order: Order, product: Prod
     )
     session.add(supplier_order)
     await session.flush()
-    session.add(DeliveryAttempt(order_id=order.id, at=now, method="supplier", result="submitted",
-                                quantity=order.quantity, detail=supplier_order.request_id))
+    await append_row(session, DeliveryAttempt, order_id=order.id, at=now, method="supplier", result="submitted",
+                     quantity=order.quantity, detail=supplier_order.request_id)
     await enqueue(session, ctx, "supplier_submit", {"supplier_order_id": supplier_order.id},
                   dedupe_key=f"supplier_submit:{supplier_order.id}")

@@ -111,7 +111,6 @@ async def create_order(session: AsyncSession, ctx, product: Product, quantity: i
         reserved = await stock.reserve_keys(session, product.id, order.id, quantity, now)
         if reserved < quantity and not product.allow_backorder:
             raise Conflict("库存不足，请减少数量或稍后再来", "not enough stock", available=reserved)
-    # Recorded together so they are written in one statement.
     await timeline.record(session, order, "created", CUSTOMER, now, quantity=quantity, amount=order.amount_fen)
     if reserved:
         await timeline.record(session, order, "stock_reserved", SYSTEM, now, quantity=reserved)

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.core.audit import GATEWAY, Actor
 from zaima.core.money import MoneyFormatError, format_yuan, parse_yuan
+from zaima.db import append_row
 from zaima.jobs import RetryLater, cancel, handler
 from zaima.models import Order, Payment, PaymentNotification
 from zaima.store import epay, timeline
@@ -48,7 +49,7 @@ async def apply_payment(session: AsyncSession, ctx, order: Order, *, trade_no: s
         if existing is not None and trade_no and trade_no != existing.trade_no:
             await _flag_extra_payment(session, ctx, order, trade_no, amount_fen, actor)
         return "duplicate"
-    with session.no_autoflush:  # one flush for the order, payment, timeline and delivery rows
+    with session.no_autoflush:  # the order's changes in one UPDATE at the end (its version checked there)
         await _record_payment(session, ctx, order, trade_no, amount_fen, pay_type, via, raw, actor)
         await deliver(session, ctx, order)
         await session.flush()
@@ -61,8 +62,10 @@ async def _record_payment(session: AsyncSession, ctx, order: Order, trade_no: st
     late = order.status == "expired"
     transition(order, "paid")
     order.paid_at = now
-    session.add(Payment(order_id=order.id, provider="epay", out_trade_no=order.order_no, trade_no=trade_no,
-                        pay_type=pay_type, amount_fen=amount_fen, received_via=via, raw=raw, created_at=now))
+    # The unique (provider, out_trade_no) key makes a concurrent second payment fail here, and retry.
+    await append_row(session, Payment, order_id=order.id, provider="epay", out_trade_no=order.order_no,
+                     trade_no=trade_no, pay_type=pay_type, amount_fen=amount_fen, received_via=via, raw=raw,
+                     created_at=now)
     kind = "payment_recovered" if via == "query" else ("late_payment" if late else "paid")
     await timeline.record(session, order, kind, actor, now, trade_no=trade_no, amount=amount_fen, via=via)
     await cancel(session, f"expire:{order.id}", f"requery:{order.id}")  # paid: nothing left to watch
@@ -122,8 +125,8 @@ async def handle_notify(ctx, params: dict[str, str], remote_addr: str = "") -> s
                                               amount_fen=order.amount_fen, pay_type=params.get("type", ""),
                                               via="notify", raw=params)
                 why = ""
-        session.add(PaymentNotification(received_at=ctx.clock.now(), out_trade_no=out_trade_no, verdict=verdict,
-                                        reason=why, params=params, remote_addr=remote_addr[:64]))
+        await append_row(session, PaymentNotification, received_at=ctx.clock.now(), out_trade_no=out_trade_no,
+                         verdict=verdict, reason=why, params=params, remote_addr=remote_addr[:64])
         return verdict, why
 
     verdict, why = await ctx.transact(apply)

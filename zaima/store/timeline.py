@@ -6,6 +6,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.core.audit import Actor
+from zaima.db import append_row
 from zaima.models import Order, OrderEvent
 
 # What each entry means to a person, zh-CN first.
@@ -47,19 +48,10 @@ STAFF_ONLY_KINDS = frozenset({"keys_revealed", "evidence_exported"})
 
 
 async def record(session: AsyncSession, order: Order, kind: str, actor: Actor, at, reason: str = "",
-                 **data) -> OrderEvent:
-    event = OrderEvent(
-        order_id=order.id,
-        at=at,
-        kind=kind,
-        actor_kind=actor.kind,
-        actor_id=actor.id,
-        reason=reason,
-        data=data,
-        conversation_id=actor.conversation_id,
-    )
-    session.add(event)
-    return event
+                 **data) -> None:
+    """Append an entry now (the order must already have its id)."""
+    await append_row(session, OrderEvent, order_id=order.id, at=at, kind=kind, actor_kind=actor.kind,
+                     actor_id=actor.id, reason=reason, data=data, conversation_id=actor.conversation_id)
 
 
 _EVENTS_FOR = select(OrderEvent).where(OrderEvent.order_id == bindparam("for_order")).order_by(OrderEvent.id)
