@@ -5,11 +5,13 @@ by rank (urgent > high/complaint/VIP > normal > low), then by the time they ente
 place is the conversation's, not the socket's: leaving and coming back keeps it.
 
 Expected wait (see docs/metrics.md): every online agent has `max_concurrent` slots. A free slot takes
-the next conversation now; an occupied slot is expected to free when its conversation has been handled
-for the recent mean handling time (at least a fifth of it from now). Walking the queue in order, each
-conversation takes the earliest slot, which then frees again one handling time later. The wait of a
-conversation is when its slot frees. With nobody online there is no honest number: the customer is
-told when service opens and by when the SLA promises a reply.
+a conversation now; an occupied slot is expected to free when its conversation has been handled for
+the recent mean handling time (at least a fifth of it from now). Routing is played forward: each time a
+slot frees it takes the first conversation in queue order its agent serves (skills, languages; anyone
+after the skill fallback), and frees again one handling time later. The wait of a conversation is when
+it gets its slot, so a recharge ticket behind card-key tickets waits for the agents who take recharges.
+With nobody online there is no honest number: the customer is told when service opens and by when the
+SLA promises a reply.
 """
 
 from __future__ import annotations
@@ -145,14 +147,42 @@ async def online_agents(ctx) -> set[str]:
 # --- positions and the expected wait -------------------------------------------------------------------------
 
 
+SKILL_FALLBACK = timedelta(minutes=5)  # after this long in the queue, any agent may take a conversation
+
+
+def serves(skills: list | tuple | None, languages: list | tuple | None, skill: str | None, language: str) -> bool:
+    """Whether an agent with these product kinds (none: every kind) and languages takes the conversation
+    before its skill fallback: the one rule routing and the expected wait share."""
+    return (not skills or skill is None or skill in skills) and language in (languages or ("zh",))
+
+
+@dataclass(frozen=True)
+class Need:
+    """What a queued conversation asks of an agent, and when any agent may take it (seconds from now)."""
+
+    skill: str | None
+    language: str
+    anyone_in: float
+
+
+@dataclass
+class Slot:
+    """One of an online agent's `max_concurrent` places: free (age None) or handling a conversation for
+    `age` seconds. `skills` and `languages` are the agent's."""
+
+    age: float | None
+    skills: tuple = ()
+    languages: tuple = ("zh",)
+
+
 @dataclass
 class Snapshot:
     """The queue and the online agents' slots at one instant."""
 
     now: datetime
     queued: list[int]  # conversation ids in queue order
-    free_slots: int = 0
-    busy_ages: list[float] = field(default_factory=list)  # seconds each occupied slot has been handled
+    slots: list[Slot] = field(default_factory=list)
+    needs: dict[int, Need] = field(default_factory=dict)  # per queued id; a missing one suits every agent
     durations: list[float] = field(default_factory=list)  # recent handling times, seconds, ascending
     agents_online: int = 0
 
@@ -164,21 +194,33 @@ class Snapshot:
         return timedelta(seconds=sum(self.durations) / len(self.durations))
 
     def waits(self) -> dict[int, timedelta | None]:
-        """Expected wait of every queued conversation (None when no agent is online): every slot frees one
-        mean handling time after it started (at least a fifth of one from now); walking the queue in order,
-        each conversation takes the earliest slot, which frees again one handling time later."""
-        if not self.free_slots and not self.busy_ages:
+        """Expected wait of every queued conversation (None when no agent is online), by playing routing
+        forward: every occupied slot frees one mean handling time after it started (at least a fifth of one
+        from now); each time a slot frees, it takes the first conversation in queue order that its agent
+        serves (skills, languages) or that has waited past the skill fallback, and frees again one handling
+        time later. With no skills set this is simply: the n-th in the queue takes the n-th slot to free."""
+        if not self.slots:
             return {cid: None for cid in self.queued}
         handle = self.handle.total_seconds()
         floor = handle / MIN_REMAINING_SHARE
-        heap = [0.0] * self.free_slots + [max(handle - age, floor) for age in self.busy_ages]
+        heap = [(0.0 if slot.age is None else max(handle - slot.age, floor), n) for n, slot in enumerate(self.slots)]
         heapq.heapify(heap)
-        result = {}
-        for cid in self.queued:
-            free_at = heapq.heappop(heap)
-            result[cid] = timedelta(seconds=free_at)
-            heapq.heappush(heap, free_at + handle)
-        return result
+        pending = list(self.queued)
+        taken: dict[int, float] = {}
+        while pending:
+            free_at, n = heap[0]
+            slot = self.slots[n]
+            index = next((i for i, cid in enumerate(pending) if self._takes(slot, cid, free_at)), None)
+            if index is None:  # this agent serves nobody waiting: idle until the next skill fallback
+                heapq.heapreplace(heap, (min(self.needs[cid].anyone_in for cid in pending), n))
+                continue
+            taken[pending.pop(index)] = free_at
+            heapq.heapreplace(heap, (free_at + handle, n))
+        return {cid: timedelta(seconds=taken[cid]) for cid in self.queued}
+
+    def _takes(self, slot: Slot, cid: int, at: float) -> bool:
+        need = self.needs.get(cid)
+        return need is None or at >= need.anyone_in or serves(slot.skills, slot.languages, need.skill, need.language)
 
 
 async def recent_handling_times(session: AsyncSession, now: datetime) -> list[float]:
@@ -196,12 +238,17 @@ async def mean_handling_time(session: AsyncSession, now: datetime) -> timedelta:
 
 
 async def snapshot(session: AsyncSession, online: set[str], now: datetime) -> Snapshot:
-    queued = list(await session.scalars(select(Conversation.id).where(Conversation.status == "queued")
-                                        .order_by(*queue_order())))
-    snap = Snapshot(now, queued, durations=await recent_handling_times(session, now))
+    rows = (await session.execute(select(Conversation.id, Conversation.skill, Conversation.language,
+                                         Conversation.queued_at)
+                                  .where(Conversation.status == "queued").order_by(*queue_order()))).all()
+    snap = Snapshot(now, [row.id for row in rows], durations=await recent_handling_times(session, now))
     if not online:
         return snap
-    agents = (await session.execute(select(StaffUser.id, StaffUser.max_concurrent).where(*routable(online)))).all()
+    for cid, skill, language, queued_at in rows:
+        anyone_at = (queued_at or now) + SKILL_FALLBACK
+        snap.needs[cid] = Need(skill, language, max(0.0, (anyone_at - now).total_seconds()))
+    agents = (await session.execute(select(StaffUser.id, StaffUser.max_concurrent, StaffUser.skills,
+                                           StaffUser.languages).where(*routable(online)))).all()
     snap.agents_online = len(agents)
     busy: dict[int, list[datetime]] = {}
     if agents:
@@ -210,10 +257,11 @@ async def snapshot(session: AsyncSession, online: set[str], now: datetime) -> Sn
                                             Conversation.assignee_id.in_([a.id for a in agents])))
         for assignee, assigned_at in rows:
             busy.setdefault(assignee, []).append(assigned_at or now)
-    for agent_id, capacity in agents:
+    for agent_id, capacity, skills, languages in agents:
         started = sorted(busy.get(agent_id, []))[:capacity]
-        snap.busy_ages.extend(max(0.0, (now - assigned_at).total_seconds()) for assigned_at in started)
-        snap.free_slots += max(0, capacity - len(started))
+        ages = [max(0.0, (now - assigned_at).total_seconds()) for assigned_at in started]
+        ages += [None] * max(0, capacity - len(started))
+        snap.slots += [Slot(age, tuple(skills or ()), tuple(languages or ("zh",))) for age in ages]
     return snap
 
 

@@ -27,9 +27,8 @@ from zaima.conversations.events import Event
 from zaima.conversations.messages import post_message
 from zaima.conversations.senders import Sender
 from zaima.models import Conversation, StaffUser
-from zaima.service.queue import queue_order, requeue, routable, take
+from zaima.service.queue import SKILL_FALLBACK, queue_order, requeue, routable, serves, take
 
-SKILL_FALLBACK = timedelta(minutes=5)
 ABSENCE_GRACE = timedelta(seconds=60)
 ROUTING_LOCK = 7_232_031  # pg_advisory_xact_lock key
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -37,12 +36,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def matches(agent: StaffUser, conversation: Conversation, now: datetime) -> bool:
-    kinds = agent.skills or []
-    languages = agent.languages or ["zh"]
-    if (not kinds or conversation.skill is None or conversation.skill in kinds) and conversation.language in languages:
+    if serves(agent.skills, agent.languages, conversation.skill, conversation.language):
         return True
-    waited_since = conversation.queued_at or now
-    return now - waited_since >= SKILL_FALLBACK
+    return now - (conversation.queued_at or now) >= SKILL_FALLBACK
 
 
 async def lock(session: AsyncSession) -> None:
