@@ -58,6 +58,7 @@ DEFAULT_SHIFTS = "morning:2:09:00-15:00,evening:3:15:00-23:00,night:1:23:00-02:0
 PRESENCE_TTL = 7 * 24 * 3600
 PROPOSAL_RUNS = 200
 WAIT_THRESHOLD = 30  # seconds: a conversation assigned sooner had no wait to predict
+WHAT_IFS = ("true_mean_handle", "sampled_residuals", "ideal_distribution", "known_present", "ignoring_skills")
 
 # Tie order at one instant: agents come on before anything else, leave last.
 ORDER = {"shift_start": 0, "resolve": 1, "reply": 2, "arrival": 3, "sweep": 4, "hour": 5, "shift_end": 6}
@@ -78,6 +79,7 @@ class Rec:
     agents_online: int
     open_now: bool
     what_if: dict = field(default_factory=dict)  # analysis only: other estimators' predictions (seconds)
+    kind: str | None = None  # the product kind of the ticket's order (--recharge-share), else no order
     first_assigned_at: datetime | None = None
     assignee: int | None = None
     assigned_at: datetime | None = None  # the current assignment (token for its reply / resolve events)
@@ -122,6 +124,41 @@ def parse_shifts(text: str) -> list[tuple[str, int, tuple[int, int], tuple[int, 
     return shifts
 
 
+def parse_skills(text: str) -> dict[str, list[str]]:
+    """`morning1=recharge,evening1=recharge+card_key` → {agent username: product kinds}."""
+    out: dict[str, list[str]] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, kinds = item.partition("=")
+        chosen = [k for k in kinds.split("+") if k]
+        if not name or not chosen or any(k not in ("card_key", "recharge", "account", "license") for k in chosen):
+            raise SystemExit(f"--skills: cannot read {item!r} (agent=kind[+kind], kinds card_key/recharge/…)")
+        out[name] = chosen
+    return out
+
+
+async def kind_orders(ctx) -> dict[str, int]:
+    """One card-key and one recharge order (unpaid, so nobody is VIP by spending) that the simulated tickets
+    are about: the hand-off reads the ticket's skill from its order's product, as it does in the shop."""
+    from zaima.db import unit_of_work
+    from zaima.models import Order
+    from zaima.store import catalog
+
+    out = {}
+    async with unit_of_work(ctx.sessions) as session:
+        now = ctx.clock.now()
+        for n, (kind, extra) in enumerate((("card_key", {}), ("recharge", {"input_fields": [
+                {"name": "uid", "label": "游戏UID", "pattern": "^[0-9]{6,12}$"}]}))):
+            product = await catalog.create_product(session, ctx.clock, f"sim-{kind}", kind=kind, name=f"模拟 {kind}",
+                                                   price_fen=100, **extra)
+            order = Order(order_no=f"SIMORDER{n:04d}", product_id=product.id, quantity=1, unit_price_fen=100,
+                          amount_fen=100, contact=f"sim{n}@example.com", contact_kind="email", created_at=now,
+                          expires_at=now + timedelta(minutes=15))
+            session.add(order)
+            await session.flush()
+            out[kind] = order.id
+    return out
+
+
 def local(day: date, at: tuple[int, int], plus_days: int = 0) -> datetime:
     wall = datetime(day.year, day.month, day.day, at[0], at[1], tzinfo=TZ)
     return wall.astimezone(UTC) + timedelta(days=plus_days)
@@ -163,7 +200,7 @@ async def simulate(args) -> dict:
     from zaima.core.clock import FrozenClock
     from zaima.db import unit_of_work
     from zaima.migrate import upgrade
-    from zaima.models import Conversation, SlaEvent, StaffUser
+    from zaima.models import Conversation, Order, SlaEvent, StaffUser
     from zaima.realtime import InProcessHub
     from zaima.realtime.publish import AGENT, forget_online_count, publish_after_commit
     from zaima.service import loop, queue, tickets
@@ -177,6 +214,7 @@ async def simulate(args) -> dict:
     curve = [float(x) for x in args.arrivals.split(",")]
     if len(curve) != 24:
         raise SystemExit("--arrivals takes 24 comma-separated rates (hand-offs per local hour 00..23)")
+    kinds = random.Random(args.seed + 10_000)  # its own stream: the other draws stay those of a run without skills
     start = local(day, (0, 0))
     day_end = local(day, (0, 0), 1)
     clock = FrozenClock(start - timedelta(minutes=1))
@@ -197,6 +235,7 @@ async def simulate(args) -> dict:
         await save_service_hours(session, {"timezone": "Asia/Shanghai",
                                            "weekly": {d: [[open_at, close_at]] for d in
                                                       ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}})
+    skills = parse_skills(args.skills)
     agents: list[Agent] = []
     for name, count, s, e in parse_shifts(args.shifts):
         for i in range(1, count + 1):
@@ -206,9 +245,11 @@ async def simulate(args) -> dict:
             user = await create_staff(session, ctx.clock, agent.username, "sim-password-123",
                                       display_name=f"{agent.shift} {agent.username[-1]}")
             user.max_concurrent = args.max_concurrent
+            user.skills = skills.get(agent.username, [])
             await session.flush()
             agent.staff_id, agent.user = user.id, user
     by_id = {a.staff_id: a for a in agents}
+    orders_by_kind = await kind_orders(ctx) if args.recharge_share > 0 else {}
 
     # --- the event heap ------------------------------------------------------------------------------------
     heap: list = []
@@ -219,7 +260,8 @@ async def simulate(args) -> dict:
 
     plan = arrivals(rng, curve, day, args.scale, args.complaint_share, args.vip_share, args.urgent_share)
     for n, (at, priority, vip) in enumerate(plan):
-        push(at, "arrival", (n, priority, vip))
+        kind = ("recharge" if kinds.random() < args.recharge_share else "card_key") if args.recharge_share > 0 else None
+        push(at, "arrival", (n, priority, vip, kind))
     for offset in (-1, 0, 1, 2):  # yesterday's night shift runs into today; tomorrow's drains the backlog
         for agent in agents:
             s = local(day, agent.start, offset)
@@ -284,10 +326,11 @@ async def simulate(args) -> dict:
         stats["passes"] += 1
         await detect()
 
-    async def arrive(n: int, priority: str, vip: bool) -> None:
+    async def arrive(n: int, priority: str, vip: bool, kind: str | None) -> None:
         async def work(session):
             customer = await identity.customer_for_device(session, ctx.clock, None)
-            opened = await conversations.open_conversation(session, ctx.clock, customer)
+            order = await session.get(Order, orders_by_kind[kind]) if kind else None
+            opened = await conversations.open_conversation(session, ctx.clock, customer, order)
             conversation = opened.conversation
             posted = await messages.post_message(session, ctx.clock, settings, conversation,
                                                  Sender.customer(customer), "转人工")
@@ -303,19 +346,25 @@ async def simulate(args) -> dict:
 
         cid, handoff_at, view, what_if = await ctx.transact(work)
         recs[cid] = Rec(cid, n, priority, vip, handoff_at, view["expected_wait_seconds"], view["position"],
-                        view["waiting"], view["agents_online"], view["open_now"], what_if)
+                        view["waiting"], view["agents_online"], view["open_now"], what_if, kind=kind)
 
     async def what_ifs(session, cid: int) -> dict:
         """Analysis only (the measured prediction is queue_status above): the same real Snapshot.waits fed
         (a) the true mean handling time of the generator instead of the recent-sample mean, through the
         real queue.snapshot; (b) in addition the true remaining time of every busy slot (what a perfect
         view of the present would give: the rest of the error comes from the future - later arrivals in
-        higher lanes, shift changes, the handling times of conversations not yet started)."""
+        higher lanes, shift changes, the handling times of conversations not yet started); (c) with
+        --skills, the real snapshot with the tickets' needs dropped (every slot taken as serving every
+        ticket)."""
         now = ctx.clock.now()
         online = await queue.online_agents(ctx)
         snap = await queue.snapshot(session, online, now)
+        out = {}
+        if args.skills:  # (c) the same estimate blind to skills and languages: any slot takes any ticket
+            blind = queue.Snapshot(now, snap.queued, slots=snap.slots, durations=snap.durations)
+            out["ignoring_skills"] = blind.waits()[cid].total_seconds()
         snap.durations = [true_mean] * queue.MIN_HISTORY  # the generator's true mean, nothing else changed
-        out = {"true_mean_handle": snap.waits()[cid].total_seconds()}
+        out["true_mean_handle"] = snap.waits()[cid].total_seconds()
         ends = []
         for agent in agents:
             if agent.username not in online:
@@ -471,7 +520,7 @@ async def simulate(args) -> dict:
 
         with open(args.dump_csv, "w", newline="") as f:
             out = csv.writer(f)
-            keys = ("true_mean_handle", "sampled_residuals", "ideal_distribution", "known_present")
+            keys = WHAT_IFS
             out.writerow(["seed", "conversation_id", "handoff_local", "priority", "vip", "position", "waiting",
                           "agents_online", "open_now", "predicted_s", "actual_wait_s", "releases",
                           *(f"what_if_{k}_s" for k in keys)])
@@ -527,7 +576,7 @@ def summarize(args, recs: dict[int, Rec], sla_rows, conv_rows, stats, sim_second
                 break
 
     what_if = {}
-    for key in ("true_mean_handle", "sampled_residuals", "ideal_distribution", "known_present"):
+    for key in WHAT_IFS:
         rows = [r for r in scored if key in r.what_if]
         errs = [abs(r.what_if[key] - actual[r.cid]) / actual[r.cid] * 100 for r in rows]
         sgn = [(r.what_if[key] - actual[r.cid]) / actual[r.cid] * 100 for r in rows]
@@ -612,7 +661,7 @@ def pool(paths: list[str], threshold: float) -> dict:
     def rounded(d: dict) -> dict:
         return {k: round(v, 1) if isinstance(v, float) else v for k, v in d.items()}
 
-    keys = ("true_mean_handle", "sampled_residuals", "ideal_distribution", "known_present")
+    keys = WHAT_IFS
     positions = {"1": (1, 1), "2-3": (2, 3), "4-8": (4, 8), "9+": (9, 10**9)}
     waits = {"30-60": (30, 60), "60-120": (60, 120), "120-300": (120, 300), "300-600": (300, 600),
              "600+": (600, 10**9)}
@@ -648,6 +697,11 @@ def main() -> None:
     parser.add_argument("--complaint-share", type=float, default=0.10, help="priority high")
     parser.add_argument("--urgent-share", type=float, default=0.02, help="priority urgent")
     parser.add_argument("--vip-share", type=float, default=0.05)
+    parser.add_argument("--recharge-share", type=float, default=0.0,
+                        help="share of tickets about a 直充 (recharge) order; the rest about a card-key order "
+                             "(0: tickets carry no order, as in the default day)")
+    parser.add_argument("--skills", default="", help="agent=kind[+kind],... product kinds an agent takes, e.g. "
+                                                     "morning1=recharge,evening1=recharge (others: every kind)")
     parser.add_argument("--sweep-seconds", type=float, default=60.0,
                         help="the service loop's timer: an extra pass this often (simulated)")
     parser.add_argument("--wait-threshold", type=float, default=WAIT_THRESHOLD)
