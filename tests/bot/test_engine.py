@@ -63,6 +63,28 @@ async def test_no_key_or_order_detail_for_an_unverified_customer(ctx):
     assert f"/orders/{order.order_no}?t=" in text and "BOT-KEY-AAAA-0001" not in text
 
 
+async def test_staff_see_the_bots_order_link_without_the_owners_token(ctx):
+    """The token opens the order page with the keys in plaintext: the customer gets it, but a transcript
+    read in the console (messages, inbox preview) must not let staff see keys outside the audited reveal."""
+    from zaima.conversations import events as ev
+    from zaima.core.signing import order_access_token
+
+    order = await delivered_order(ctx)
+    cid = await open_chat(ctx, order)
+    await customer_says(ctx, cid, "卡密没收到")
+    token = order_access_token(ctx.settings.secret_key, order.order_no)
+    async with unit_of_work(ctx.sessions) as session:
+        bot = (await session.scalars(select(Message).where(Message.conversation_id == cid, Message.sender_kind == "bot",
+                                                           Message.body.contains(token)))).first()
+    assert bot is not None  # the customer's copy carries the token
+    assert token in ev.message_public_view(bot)["body"]
+    staff = ev.message_staff_view(bot)["body"]
+    assert token not in staff and "?t=" not in staff and f"/orders/{order.order_no}" in staff
+    assert token not in ev.message_preview(bot)["text"]
+    # Other query parameters and text survive.
+    assert ev.staff_text(f"看 /orders/{order.order_no}?t={token}&lang=en 吧") == f"看 /orders/{order.order_no}?lang=en 吧"
+
+
 async def test_refund_offered_then_refunded_once_with_audit_log(ctx):
     product = await make_product(ctx, sku="bot-empty")
     order = await make_order(ctx, product, contact="buyer@example.com")

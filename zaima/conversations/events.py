@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,6 +27,16 @@ from zaima.models import Attachment, Conversation, Customer, Message
 
 INBOX_TOPIC = "inbox"
 PREVIEW_CHARS = 80
+# An order page link with its owner's access token (the bot's and the reply mail's links carry one).
+_ORDER_TOKEN = re.compile(r"(/orders/[0-9A-Za-z-]+)\?t=[0-9A-Za-z_-]+&?")
+
+
+def staff_text(body: str) -> str:
+    """A message body as staff see it: order links without the owner's token. The token opens the order
+    page with its keys in plaintext, which would let anyone reading a transcript see them without the
+    console's audited reveal (and the link keeps working); staff open orders from the console instead."""
+    return _ORDER_TOKEN.sub(lambda m: m.group(1) + ("?" if m.group(0).endswith("&") else ""), body) if "?t=" in body \
+        else body
 
 
 @dataclass(frozen=True)
@@ -103,7 +114,7 @@ def message_staff_view(message: Message) -> dict:
         "sender_kind": message.sender_kind,
         "sender_id": message.sender_id,
         "sender_name": message.sender_name,
-        "body": message.body,
+        "body": staff_text(message.body),
         "internal": message.internal,
         "attachment": attachment_view(message.attachment),
         "client_msg_id": message.client_msg_id,
@@ -156,7 +167,7 @@ def conversation_staff_view(conversation: Conversation, order_no: str | None) ->
 def message_preview(message: Message | None) -> dict | None:
     if message is None:
         return None
-    text = " ".join(message.body.split())
+    text = " ".join(staff_text(message.body).split())
     if len(text) > PREVIEW_CHARS:
         text = text[: PREVIEW_CHARS - 1] + "…"
     if not text and message.attachment_id is not None:
