@@ -249,6 +249,11 @@ async def simulate(args) -> dict:
             await session.flush()
             agent.staff_id, agent.user = user.id, user
     by_id = {a.staff_id: a for a in agents}
+    unknown = set(skills) - {a.username for a in agents}
+    if unknown:
+        raise SystemExit(f"--skills names agents the shifts do not have: {', '.join(sorted(unknown))}")
+    if not 0 <= args.recharge_share <= 1:
+        raise SystemExit("--recharge-share is a share between 0 and 1")
     orders_by_kind = await kind_orders(ctx) if args.recharge_share > 0 else {}
 
     # --- the event heap ------------------------------------------------------------------------------------
@@ -652,7 +657,7 @@ def pool(paths: list[str], threshold: float) -> dict:
     scored = [r for r in rows if r["predicted_s"] != "" and float(r["actual_wait_s"]) >= threshold]
 
     def errors(key: str, keep=lambda r: True) -> dict:
-        chosen = [r for r in scored if r[key] != "" and keep(r)]
+        chosen = [r for r in scored if r.get(key, "") != "" and keep(r)]  # older CSVs lack newer what-ifs
         rel = [(float(r[key]) - float(r["actual_wait_s"])) / float(r["actual_wait_s"]) * 100 for r in chosen]
         absolute = [abs(e) for e in rel]
         return {"n": len(chosen), "median_abs_error_pct": percentile(absolute, 0.5),

@@ -6,9 +6,10 @@ place is the conversation's, not the socket's: leaving and coming back keeps it.
 
 Expected wait (see docs/metrics.md): every online agent has `max_concurrent` slots. A free slot takes
 a conversation now; an occupied slot is expected to free when its conversation has been handled for
-the recent mean handling time (at least a fifth of it from now). Routing is played forward: each time a
-slot frees it takes the first conversation in queue order its agent serves (skills, languages; anyone
-after the skill fallback), and frees again one handling time later. The wait of a conversation is when
+the recent mean handling time (at least a fifth of it from now). Routing is played forward: whenever
+slots are free, a pass walks the queue in order and gives each conversation the free slot of the agent
+routing would pick among those who serve it (skills, languages; anyone after the skill fallback); the
+slot frees again one handling time later. The wait of a conversation is when
 it gets its slot, so a recharge ticket behind card-key tickets waits for the agents who take recharges.
 With nobody online there is no honest number: the customer is told when service opens and by when the
 SLA promises a reply.
@@ -168,11 +169,15 @@ class Need:
 @dataclass
 class Slot:
     """One of an online agent's `max_concurrent` places: free (age None) or handling a conversation for
-    `age` seconds. `skills` and `languages` are the agent's."""
+    `age` seconds. The rest is the agent's: what routing matches (skills, languages) and ranks by (load
+    out of `capacity`, then `last_assigned` in seconds relative to now, then the id)."""
 
     age: float | None
     skills: tuple = ()
     languages: tuple = ("zh",)
+    agent: int = 0
+    capacity: int = 1
+    last_assigned: float = float("-inf")  # never assigned: first among equals, as routing's epoch
 
 
 @dataclass
@@ -195,32 +200,73 @@ class Snapshot:
 
     def waits(self) -> dict[int, timedelta | None]:
         """Expected wait of every queued conversation (None when no agent is online), by playing routing
-        forward: every occupied slot frees one mean handling time after it started (at least a fifth of one
-        from now); each time a slot frees, it takes the first conversation in queue order that its agent
-        serves (skills, languages) or that has waited past the skill fallback, and frees again one handling
-        time later. With no skills set this is simply: the n-th in the queue takes the n-th slot to free."""
+        forward. Every occupied slot frees one mean handling time after it started (at least a fifth of one
+        from now) and again one handling time after each conversation it takes. Whenever slots are free, a
+        routing pass walks the queue in order and gives each conversation the free slot of the agent
+        routing would choose among those who serve it (skills, languages; anyone once the conversation
+        has waited past the skill fallback): least loaded, then assigned longest ago, then by id. Without
+        skills or languages in play this is simply: the n-th in the queue takes the n-th slot to free."""
         if not self.slots:
             return {cid: None for cid in self.queued}
         handle = self.handle.total_seconds()
         floor = handle / MIN_REMAINING_SHARE
         heap = [(0.0 if slot.age is None else max(handle - slot.age, floor), n) for n, slot in enumerate(self.slots)]
         heapq.heapify(heap)
+        classes = {(need.skill, need.language) for need in self.needs.values()}
+        profiles = {(slot.skills, slot.languages) for slot in self.slots}
+        served = {(p, c): serves(*p, *c) for p in profiles for c in classes}
+        if all(served.values()):  # every slot takes every ticket: which slot does not change any wait
+            taken = {}
+            for cid in self.queued:
+                at, n = heap[0]
+                taken[cid] = at
+                heapq.heapreplace(heap, (at + handle, n))
+            return {cid: timedelta(seconds=at) for cid, at in taken.items()}
+        return self._play(heap, handle, served)
+
+    def _play(self, heap: list, handle: float, served: dict) -> dict[int, timedelta]:
+        slots = self.slots
+        last = {slot.agent: slot.last_assigned for slot in slots}
         pending = list(self.queued)
         taken: dict[int, float] = {}
         while pending:
-            free_at, n = heap[0]
-            slot = self.slots[n]
-            index = next((i for i, cid in enumerate(pending) if self._takes(slot, cid, free_at)), None)
-            if index is None:  # this agent serves nobody waiting: idle until the next skill fallback
-                heapq.heapreplace(heap, (min(self.needs[cid].anyone_in for cid in pending), n))
-                continue
-            taken[pending.pop(index)] = free_at
-            heapq.heapreplace(heap, (free_at + handle, n))
+            at = heap[0][0]
+            free: list[int] = []
+            while heap and heap[0][0] <= at:
+                free.append(heapq.heappop(heap)[1])
+            free_of: dict[int, int] = {}  # agent -> free slots in this pass (routing's load is capacity - that)
+            for n in free:
+                free_of[slots[n].agent] = free_of.get(slots[n].agent, 0) + 1
+            open_to = {c for (p, c), ok in served.items() if ok and any((slots[n].skills, slots[n].languages) == p
+                                                                         for n in free)}
+            left: list[int] = []
+            for i, cid in enumerate(pending):  # one routing pass at `at`
+                if not free:
+                    left += pending[i:]
+                    break
+                need = self.needs.get(cid)
+                anyone = need is None or at >= need.anyone_in
+                if not anyone and (need.skill, need.language) not in open_to:  # a quick no (may go stale: checked)
+                    left.append(cid)
+                    continue
+                options = free if anyone else [n for n in free if served[(slots[n].skills, slots[n].languages),
+                                                                         (need.skill, need.language)]]
+                if not options:
+                    left.append(cid)
+                    continue
+                n = min(options, key=lambda n: (slots[n].capacity - free_of[slots[n].agent], last[slots[n].agent],
+                                                 slots[n].agent))
+                free.remove(n)
+                free_of[slots[n].agent] -= 1
+                last[slots[n].agent] = at
+                taken[cid] = at
+                heapq.heappush(heap, (at + handle, n))
+            pending = left
+            if pending and free:  # nobody left that these agents serve: idle until the next skill fallback
+                later = min(self.needs[cid].anyone_in for cid in pending)
+                for n in free:
+                    heapq.heappush(heap, (later, n))
         return {cid: timedelta(seconds=taken[cid]) for cid in self.queued}
-
-    def _takes(self, slot: Slot, cid: int, at: float) -> bool:
-        need = self.needs.get(cid)
-        return need is None or at >= need.anyone_in or serves(slot.skills, slot.languages, need.skill, need.language)
 
 
 async def recent_handling_times(session: AsyncSession, now: datetime) -> list[float]:
@@ -248,7 +294,8 @@ async def snapshot(session: AsyncSession, online: set[str], now: datetime) -> Sn
         anyone_at = (queued_at or now) + SKILL_FALLBACK
         snap.needs[cid] = Need(skill, language, max(0.0, (anyone_at - now).total_seconds()))
     agents = (await session.execute(select(StaffUser.id, StaffUser.max_concurrent, StaffUser.skills,
-                                           StaffUser.languages).where(*routable(online)))).all()
+                                           StaffUser.languages, StaffUser.last_assigned_at)
+                                    .where(*routable(online)))).all()
     snap.agents_online = len(agents)
     busy: dict[int, list[datetime]] = {}
     if agents:
@@ -257,11 +304,13 @@ async def snapshot(session: AsyncSession, online: set[str], now: datetime) -> Sn
                                             Conversation.assignee_id.in_([a.id for a in agents])))
         for assignee, assigned_at in rows:
             busy.setdefault(assignee, []).append(assigned_at or now)
-    for agent_id, capacity, skills, languages in agents:
+    for agent_id, capacity, skills, languages, last_assigned_at in agents:
         started = sorted(busy.get(agent_id, []))[:capacity]
         ages = [max(0.0, (now - assigned_at).total_seconds()) for assigned_at in started]
         ages += [None] * max(0, capacity - len(started))
-        snap.slots += [Slot(age, tuple(skills or ()), tuple(languages or ("zh",))) for age in ages]
+        last = float("-inf") if last_assigned_at is None else (last_assigned_at - now).total_seconds()
+        snap.slots += [Slot(age, tuple(skills or ()), tuple(languages or ("zh",)), agent_id, capacity, last)
+                       for age in ages]
     return snap
 
 

@@ -50,6 +50,7 @@ STAFF_ONLY_KINDS = frozenset({"keys_revealed", "evidence_exported"})
 async def record(session: AsyncSession, order: Order, kind: str, actor: Actor, at, reason: str = "",
                  **data) -> None:
     """Append an entry now (the order must already have its id)."""
+    assert order.id is not None, "flush the order before recording on its timeline"
     await append_row(session, OrderEvent, order_id=order.id, at=at, kind=kind, actor_kind=actor.kind,
                      actor_id=actor.id, reason=reason, data=data, conversation_id=actor.conversation_id)
 
