@@ -9,10 +9,9 @@ a conversation now; an occupied slot is expected to free when its conversation h
 the recent mean handling time (at least a fifth of it from now). Routing is played forward: whenever
 slots are free, a pass walks the queue in order and gives each conversation the free slot of the agent
 routing would pick among those who serve it (skills, languages; anyone after the skill fallback); the
-slot frees again one handling time later. The wait of a conversation is when
-it gets its slot, so a recharge ticket behind card-key tickets waits for the agents who take recharges.
-With nobody online there is no honest number: the customer is told when service opens and by when the
-SLA promises a reply.
+slot frees again one handling time later. The wait of a conversation is when it gets its slot, so a
+recharge ticket behind card-key tickets waits for the agents who take recharges. With nobody online
+there is no honest number: the customer is told when service opens and by when the SLA promises a reply.
 """
 
 from __future__ import annotations
