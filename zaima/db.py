@@ -202,14 +202,18 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 _APPEND: dict[type, object] = {}
 
 
-async def append_row(session: AsyncSession, model: type[Base], **values) -> None:
-    """INSERT one row of an append-only record (audit entries, delivery attempts, notifications) now,
-    with a statement built once per table: no ORM object and no unit-of-work bookkeeping at flush, for
-    rows nothing in the transaction reads back as objects. Column defaults apply as with the ORM."""
+async def append_rows(session: AsyncSession, model: type[Base], rows: list[dict]) -> None:
+    """INSERT rows of an append-only record (audit entries, delivery attempts, notifications) now, in one
+    statement built once per table: no ORM objects and no unit-of-work bookkeeping at flush, for rows
+    nothing in the transaction reads back as objects. Column defaults apply as with the ORM."""
     statement = _APPEND.get(model)
     if statement is None:
         statement = _APPEND[model] = model.__table__.insert()
-    await session.execute(statement, values)
+    await session.execute(statement, rows[0] if len(rows) == 1 else rows)
+
+
+async def append_row(session: AsyncSession, model: type[Base], **values) -> None:
+    await append_rows(session, model, [values])
 
 
 def on_commit(session: AsyncSession, callback: Callable[[], object]) -> None:

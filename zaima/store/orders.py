@@ -111,9 +111,10 @@ async def create_order(session: AsyncSession, ctx, product: Product, quantity: i
         reserved = await stock.reserve_keys(session, product.id, order.id, quantity, now)
         if reserved < quantity and not product.allow_backorder:
             raise Conflict("库存不足，请减少数量或稍后再来", "not enough stock", available=reserved)
-    await timeline.record(session, order, "created", CUSTOMER, now, quantity=quantity, amount=order.amount_fen)
+    entries = [timeline.entry(order, "created", CUSTOMER, now, quantity=quantity, amount=order.amount_fen)]
     if reserved:
-        await timeline.record(session, order, "stock_reserved", SYSTEM, now, quantity=reserved)
+        entries.append(timeline.entry(order, "stock_reserved", SYSTEM, now, quantity=reserved))
+    await timeline.record_all(session, entries)
     await enqueue_all(session, ctx, [
         Queued("expire_order", {"order_id": order.id}, order.expires_at, f"expire:{order.id}"),
         # Recover a lost notify long before the order would expire.

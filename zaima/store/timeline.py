@@ -6,7 +6,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.core.audit import Actor
-from zaima.db import append_row
+from zaima.db import append_rows
 from zaima.models import Order, OrderEvent
 
 # What each entry means to a person, zh-CN first.
@@ -47,12 +47,22 @@ EVENT_TEXT: dict[str, tuple[str, str]] = {
 STAFF_ONLY_KINDS = frozenset({"keys_revealed", "evidence_exported"})
 
 
+def entry(order: Order, kind: str, actor: Actor, at, reason: str = "", **data) -> dict:
+    """One timeline row, for `record_all` (the order must already have its id)."""
+    assert order.id is not None, "flush the order before recording on its timeline"
+    return dict(order_id=order.id, at=at, kind=kind, actor_kind=actor.kind, actor_id=actor.id, reason=reason,
+                data=data, conversation_id=actor.conversation_id)
+
+
+async def record_all(session: AsyncSession, entries: list[dict]) -> None:
+    """Append several entries now, in one statement."""
+    await append_rows(session, OrderEvent, entries)
+
+
 async def record(session: AsyncSession, order: Order, kind: str, actor: Actor, at, reason: str = "",
                  **data) -> None:
     """Append an entry now (the order must already have its id)."""
-    assert order.id is not None, "flush the order before recording on its timeline"
-    await append_row(session, OrderEvent, order_id=order.id, at=at, kind=kind, actor_kind=actor.kind,
-                     actor_id=actor.id, reason=reason, data=data, conversation_id=actor.conversation_id)
+    await record_all(session, [entry(order, kind, actor, at, reason, **data)])
 
 
 _EVENTS_FOR = select(OrderEvent).where(OrderEvent.order_id == bindparam("for_order")).order_by(OrderEvent.id)
