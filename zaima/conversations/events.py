@@ -28,15 +28,16 @@ from zaima.models import Attachment, Conversation, Customer, Message
 INBOX_TOPIC = "inbox"
 PREVIEW_CHARS = 80
 # An order page link with its owner's access token (the bot's and the reply mail's links carry one).
-_ORDER_TOKEN = re.compile(r"(/orders/[0-9A-Za-z-]+)\?t=[0-9A-Za-z_-]+&?")
+_ORDER_TOKEN = re.compile(r"(/orders/[0-9A-Za-z-]+)\?t=[0-9A-Za-z_-]+(&?)")
 
 
 def staff_text(body: str) -> str:
     """A message body as staff see it: order links without the owner's token. The token opens the order
     page with its keys in plaintext, which would let anyone reading a transcript see them without the
     console's audited reveal (and the link keeps working); staff open orders from the console instead."""
-    return _ORDER_TOKEN.sub(lambda m: m.group(1) + ("?" if m.group(0).endswith("&") else ""), body) if "?t=" in body \
-        else body
+    if "?t=" not in body:
+        return body
+    return _ORDER_TOKEN.sub(lambda m: m.group(1) + ("?" if m.group(2) else ""), body)
 
 
 @dataclass(frozen=True)
