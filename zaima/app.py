@@ -107,7 +107,7 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
         return {"status": "ok"}
 
     from zaima.store import admin_api, api
-    from zaima.web import agent_socket, chat, console, pages, service_chat
+    from zaima.web import agent_socket, chat, console, pages, service_chat, unsubscribe
 
     app.include_router(api.router)
     app.include_router(admin_api.router)
@@ -116,6 +116,7 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
     app.include_router(bot_admin_api.router)
     app.include_router(chat.router)
     app.include_router(service_chat.router)
+    app.include_router(unsubscribe.router)
     app.include_router(agent_socket.router)
     app.include_router(console.router)
     app.include_router(console.api)

@@ -18,7 +18,7 @@ from zaima.app import create_app
 from zaima.conversations import conversations, identity, messages
 from zaima.conversations.senders import Sender
 from zaima.db import unit_of_work
-from zaima.models import Conversation, CsatRating, Customer, Job, Message, StaffUser
+from zaima.models import Conversation, CsatRating, Customer, Job, MailOptOut, Message, StaffUser
 from zaima.service import csat, tickets
 from zaima.store import payments
 
@@ -269,3 +269,62 @@ async def test_survey_mail_goes_to_an_email_contact_only(mail_ctx, mail_client):
         [job] = list(await session.scalars(select(Job).where(Job.kind == "mail.send")))
     assert job.payload["to"] == "li@example.com" and "/rate/" in job.payload["text"]
     assert job.payload["dedupe_key"] == f"csat:{chat['id']}:2"
+
+
+async def test_survey_mail_can_be_unsubscribed_by_link_or_one_click(mail_ctx, mail_client, smtp_server):
+    """The survey is mail the customer did not ask for: it carries an unsubscribe link and the RFC 8058
+    one-click header, and an address that used either gets no more surveys (the chat still asks)."""
+    ctx, http = mail_ctx, mail_client
+    order = await paid_order(ctx, contact="Buyer@Example.com")
+    chat = await start_chat(http, ctx, order)
+    await take_and_resolve(ctx, chat["id"])
+    await jobs.run_until_idle(ctx)
+    [received] = smtp_server.messages
+    header = received.message["List-Unsubscribe"]
+    assert received.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    link = re.fullmatch(r"<http://\S+(/mail/unsubscribe/\S+)>", header)
+    assert link, header
+    path = link.group(1)
+    text = received.message.get_body(("plain",)).get_content()
+    html_body = received.message.get_body(("html",)).get_content()
+    assert re.search(r"退订 / Unsubscribe from rating requests: http://\S+" + re.escape(path), text), text
+    assert path in html_body and "退订" in html_body
+    assert "buyer" not in header.lower()  # the link names a digest, not the address
+
+    page = await http.get(path)  # a mail scanner opening the link changes nothing
+    assert page.status_code == 200 and "退订服务评价邀请邮件" in page.text and "确认退订" in page.text
+    async with ctx.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(MailOptOut)) == 0
+
+    broken = await http.post(path[:-3] + "xyz")
+    assert broken.status_code == 404 and "退订链接无效" in broken.text
+    # The mail client's one-click request (RFC 8058), twice: one opt-out.
+    for _ in range(2):
+        done = await http.post(path, data={"List-Unsubscribe": "One-Click"})
+        assert done.status_code == 200 and "已退订" in done.text
+    assert "已退订" in (await http.get(path)).text
+    async with ctx.sessions() as session:
+        [stored] = list(await session.scalars(select(MailOptOut)))
+    assert (stored.kind, stored.via) == ("survey", "one_click") and "buyer" not in stored.address_digest
+
+    # Reopened and resolved again: the chat asks for the new round, no survey mail goes out (the address is
+    # matched whatever its case).
+    await customer_writes(ctx, chat["id"])
+    await take_and_resolve(ctx, chat["id"])
+    await jobs.run_until_idle(ctx)
+    assert len(smtp_server.messages) == 1
+    assert "请为本次服务打分" in (await last_message(ctx, chat["id"])).body
+    async with ctx.sessions() as session:
+        assert (await session.get(Conversation, chat["id"])).csat_round == 2
+
+    # Another address still gets its survey; the page's button opts it out too.
+    other = await paid_order(ctx, sku="csat-2", contact="other@example.com")
+    chat2 = await start_chat(http, ctx, other)
+    await take_and_resolve(ctx, chat2["id"])
+    await jobs.run_until_idle(ctx)
+    assert [m.rcpt_tos for m in smtp_server.messages] == [["buyer@example.com"], ["other@example.com"]]
+    path2 = re.search(r"(/mail/unsubscribe/[^>\s]+)", smtp_server.messages[1].message["List-Unsubscribe"]).group(1)
+    assert path2 != path
+    assert "已退订" in (await http.post(path2)).text
+    async with ctx.sessions() as session:
+        assert sorted(o.via for o in await session.scalars(select(MailOptOut))) == ["one_click", "page"]

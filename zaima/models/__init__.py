@@ -14,7 +14,7 @@ from zaima.models.orders import (
     Refund,
     SupplierOrder,
 )
-from zaima.models.service import CsatRating, ProblemReport, SlaEvent
+from zaima.models.service import CsatRating, MailOptOut, ProblemReport, SlaEvent
 from zaima.models.staff import StaffUser
 from zaima.models.stock import CardKey, ImportBatch
 
@@ -25,6 +25,7 @@ __all__ = [
     "CannedResponse",
     "CardKey",
     "CsatRating",
+    "MailOptOut",
     "Conversation",
     "Customer",
     "DeliveryAttempt",

@@ -61,3 +61,18 @@ class ProblemReport(Base):
     contact: Mapped[str | None] = mapped_column(String(200))
     attachment_ids: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MailOptOut(Base):
+    """An address that asked for no more mail of one kind (today: satisfaction surveys), from the link in
+    such a mail or its one-click List-Unsubscribe header (RFC 8058). Only a keyed digest of the address is
+    kept: the table answers "may we send this kind of mail here?" and nothing else."""
+
+    __tablename__ = "mail_optouts"
+    __table_args__ = (UniqueConstraint("address_digest", "kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address_digest: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    via: Mapped[str] = mapped_column(String(16))  # page | one_click
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -112,11 +112,13 @@ async def queue_survey(session: AsyncSession, ctx, conversation: Conversation, t
     round_ = conversation.csat_round
     url = rate_url(ctx, conversation, round_)
     ticket = conversation.ticket_no
+    stop_url = mail.unsubscribe_url(ctx, to, "survey")
     subject = f"请为本次服务打分 · 工单 {ticket} / Rate our service"
     text = (f"你好，\n\n你的工单 {ticket} 已处理完毕。请花 10 秒为本次服务打分（1–5 星）：\n{url}\n\n"
             f"链接 {LINK_DAYS} 天内有效。如果问题还没有解决，直接回到客服会话留言即可，工单会重新打开。\n\n"
             f"Hello, your ticket {ticket} has been resolved. Please rate our service (1–5 stars):\n{url}\n\n"
-            "If the problem is not solved, write to us in the chat again and the ticket reopens.\n")
+            "If the problem is not solved, write to us in the chat again and the ticket reopens.\n\n"
+            f"不想再收到评价邀请？退订 / Unsubscribe from rating requests: {stop_url}\n")
     stars = "".join(
         f'<a href="{html.escape(url)}?rating={n}" style="font-size:28px;color:#f59f00;text-decoration:none;'
         f'padding:0 4px" title="{n} 星">{"★" * n}</a><br>' for n in range(5, 0, -1))
@@ -124,9 +126,11 @@ async def queue_survey(session: AsyncSession, ctx, conversation: Conversation, t
             f"<p>{stars}</p><p><a href=\"{html.escape(url)}\">打开评价页面</a>（{LINK_DAYS} 天内有效）</p>"
             "<p>如果问题还没有解决，直接回到客服会话留言即可，工单会重新打开。</p><hr>"
             f"<p>Your ticket {html.escape(ticket)} has been resolved. "
-            f"<a href=\"{html.escape(url)}\">Rate our service</a> (1–5 stars).</p>")
+            f"<a href=\"{html.escape(url)}\">Rate our service</a> (1–5 stars).</p>"
+            f"<p style=\"color:#868e96;font-size:12px\">不想再收到评价邀请？<a href=\"{html.escape(stop_url)}\">退订</a>"
+            f" · <a href=\"{html.escape(stop_url)}\">Unsubscribe</a> from rating requests.</p>")
     return await mail.queue_mail(session, ctx, to=to, subject=subject, text=text, html=body,
-                                 dedupe_key=f"csat:{conversation.id}:{round_}")
+                                 dedupe_key=f"csat:{conversation.id}:{round_}", opt_out_kind="survey")
 
 
 # --- answering ------------------------------------------------------------------------------------------------

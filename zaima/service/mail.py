@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.policy
 import hashlib
+import hmac
 import re
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -16,12 +17,14 @@ from email.utils import format_datetime, make_msgid, parseaddr
 
 import aiosmtplib
 import structlog
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zaima.core.signing import sign_token, verify_token
 from zaima.jobs import enqueue, handler
-from zaima.models import Job
+from zaima.models import Job, MailOptOut
 
 log = structlog.get_logger("zaima.mail")
 
@@ -31,7 +34,7 @@ MAIL_SENT_MARKER = "mail.dedupe"
 SECURITY_MODES = ("starttls", "tls", "none")
 # Headers a caller may set; everything else (From, To, Subject, MIME) is ours to build.
 ALLOWED_HEADERS = {"message-id", "date", "in-reply-to", "references", "reply-to", "auto-submitted",
-                   "list-unsubscribe", "x-zaima-ticket"}
+                   "list-unsubscribe", "list-unsubscribe-post", "x-zaima-ticket"}
 # 7bit: bodies go out base64 / quoted-printable, so no relay has to support 8BITMIME.
 _POLICY = email.policy.SMTP.clone(cte_type="7bit")
 
@@ -136,13 +139,70 @@ def _insert_marker(dialect: str, **values):
     return insert(Job).values(**values).on_conflict_do_nothing(index_elements=[Job.dedupe_key]).returning(Job.id)
 
 
+# --- opting out ------------------------------------------------------------------------------------------------
+#
+# Mail a customer asked for (the notice that an agent answered their ticket) always goes out. Mail we send
+# unasked (the satisfaction survey) carries an unsubscribe link and the one-click List-Unsubscribe header
+# (RFC 8058); an address that used either gets no more mail of that kind. The link never expires (an
+# unsubscribe must keep working as long as the mail can be read) and names a keyed digest of the address,
+# not the address.
+
+AUD_UNSUBSCRIBE = "unsubscribe"
+OPT_OUT_KINDS = {"survey": ("服务评价邀请邮件", "rating requests")}
+_NEVER = 2**53  # a token's expiry, in unix seconds: never
+
+
+def address_digest(settings, address: str) -> str:
+    key = hmac.new(settings.secret_key.encode(), b"zaima-mail-address", hashlib.sha256).digest()
+    return hmac.new(key, address.strip().casefold().encode(), hashlib.sha256).hexdigest()
+
+
+def unsubscribe_url(ctx, address: str, kind: str) -> str:
+    if kind not in OPT_OUT_KINDS:
+        raise ValueError(f"unknown opt-out kind {kind!r}")
+    token = sign_token(ctx.settings.secret_key, AUD_UNSUBSCRIBE,
+                       {"a": address_digest(ctx.settings, address), "k": kind}, _NEVER)
+    return f"{ctx.settings.base_url}/mail/unsubscribe/{token}"
+
+
+def read_unsubscribe_token(ctx, token: str | None) -> tuple[str, str] | None:
+    """(address digest, kind) of an intact unsubscribe link; None otherwise."""
+    payload = verify_token(ctx.settings.secret_key, AUD_UNSUBSCRIBE, token, int(ctx.clock.now().timestamp()))
+    if payload is None:
+        return None
+    digest, kind = payload.get("a"), payload.get("k")
+    if not isinstance(digest, str) or len(digest) != 64 or kind not in OPT_OUT_KINDS:
+        return None
+    return digest, kind
+
+
+async def opted_out(session: AsyncSession, digest: str, kind: str) -> bool:
+    return await session.scalar(select(MailOptOut.id).where(MailOptOut.address_digest == digest,
+                                                            MailOptOut.kind == kind)) is not None
+
+
+async def opt_out(session: AsyncSession, ctx, digest: str, kind: str, via: str) -> bool:
+    """Record the opt-out; True if it is new, False if the address had already opted out (a repeat is a
+    no-op, also when two arrive at once)."""
+    insert = sqlite_insert if session.bind.dialect.name == "sqlite" else pg_insert
+    created = await session.scalar(
+        insert(MailOptOut).values(address_digest=digest, kind=kind, via=via, created_at=ctx.clock.now())
+        .on_conflict_do_nothing(index_elements=[MailOptOut.address_digest, MailOptOut.kind])
+        .returning(MailOptOut.id))
+    if created is not None:
+        log.info("mail_opt_out", kind=kind, via=via)
+    return created is not None
+
+
 async def queue_mail(session: AsyncSession, ctx, *, to: str, subject: str, text: str, html: str | None = None,
-                     dedupe_key: str) -> bool:
+                     dedupe_key: str, opt_out_kind: str | None = None) -> bool:
     """Queue a mail in the caller's transaction: it goes out once that transaction commits, is retried with
     backoff while SMTP fails, and is sent once per `dedupe_key`, ever.
 
-    Returns False (and queues nothing) when mail is off or `to` is not an e-mail address; True when the mail
-    is queued, or already was under this dedupe key.
+    Returns False (and queues nothing) when mail is off, `to` is not an e-mail address, or (with
+    `opt_out_kind`: mail the customer did not ask for) the address opted out of that kind; True when the
+    mail is queued, or already was under this dedupe key. Such mail carries the one-click unsubscribe
+    headers; its body should carry `unsubscribe_url` too.
 
     A job's own dedupe key only holds while the job is pending (finishing frees it), so a second call after
     the first mail went out would send it again. Instead the key goes on a marker row in `jobs` that is
@@ -153,6 +213,8 @@ async def queue_mail(session: AsyncSession, ctx, *, to: str, subject: str, text:
     if not dedupe_key:
         raise ValueError("queue_mail needs a dedupe_key")
     if not mail_enabled(ctx.settings) or not is_email(to):
+        return False
+    if opt_out_kind is not None and await opted_out(session, address_digest(ctx.settings, to), opt_out_kind):
         return False
     now = ctx.clock.now()
     claimed = await session.scalar(_insert_marker(
@@ -166,6 +228,9 @@ async def queue_mail(session: AsyncSession, ctx, *, to: str, subject: str, text:
         "Date": format_datetime(now),
         "Auto-Submitted": "auto-generated",
     }
+    if opt_out_kind is not None:
+        headers["List-Unsubscribe"] = f"<{unsubscribe_url(ctx, to, opt_out_kind)}>"
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     payload = {"to": to.strip(), "subject": subject, "text": text, "html": html, "headers": headers,
                "dedupe_key": dedupe_key}
     await enqueue(session, ctx, MAIL_JOB, payload)
