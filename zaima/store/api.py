@@ -98,8 +98,10 @@ async def get_order(order_no: str, request: Request, ctx: AppContext = Depends(g
     if not check_order_access_token(ctx.settings.secret_key, canonical, token_from(request, canonical, x_order_token)):
         raise orders.LookupFailed()
     async with unit_of_work(ctx.sessions) as session:
-        order = await orders.get_order(session, canonical)
-        return await order_view(session, ctx, order, reveal_keys=True)
+        order, product = await orders.order_and_product(session, canonical)
+        if order is None:
+            raise orders.OrderNotFound()
+        return await order_view(session, ctx, order, reveal_keys=True)  # the view finds `product` loaded
 
 
 def check_lookup_rate(request: Request, order_no: str) -> None:

@@ -125,14 +125,30 @@ async def create_order(session: AsyncSession, ctx, product: Product, quantity: i
 
 
 ORDER_BY_NO = select(Order).where(Order.order_no == bindparam("order_no"))  # built once
+_ORDER_AND_PRODUCT_BY_NO = (select(Order, Product).join(Product, Product.id == Order.product_id)
+                            .where(Order.order_no == bindparam("order_no")))
+
+
+async def order_and_product(session: AsyncSession, order_no: str) -> tuple[Order, Product] | tuple[None, None]:
+    """An order (by its canonical number) and its product in one statement, for the paths that need both
+    (a notify delivers, the order page shows the product). Hold on to the product while working on the order:
+    the session's identity map keeps objects only while they are referenced, and while it has the product,
+    `session.get(Product, order.product_id)` in delivery and in the order view runs no query."""
+    row = (await session.execute(_ORDER_AND_PRODUCT_BY_NO, {"order_no": order_no})).first()
+    return (row[0], row[1]) if row is not None else (None, None)
 
 
 async def get_order(session: AsyncSession, order_no: str) -> Order:
     canonical = normalize_order_no(order_no)
     order = await session.scalar(ORDER_BY_NO, {"order_no": canonical}) if canonical else None
     if order is None:
-        raise NotFound("未找到该订单", "Order not found")
+        raise OrderNotFound()
     return order
+
+
+class OrderNotFound(NotFound):
+    message_zh = "未找到该订单"
+    message_en = "Order not found"
 
 
 class LookupFailed(NotFound):

@@ -22,7 +22,7 @@ from zaima.models import Order, Payment, PaymentNotification
 from zaima.store import epay, timeline
 from zaima.store.delivery import deliver
 from zaima.store.epay import EpayError
-from zaima.store.orders import ORDER_BY_NO, transition
+from zaima.store.orders import order_and_product, transition
 
 log = structlog.get_logger("zaima.payments")
 
@@ -115,7 +115,7 @@ async def handle_notify(ctx, params: dict[str, str], remote_addr: str = "") -> s
     async def apply(session: AsyncSession) -> tuple[str, str]:
         verdict, why = "rejected", reason or ""
         if reason is None:
-            order = await session.scalar(ORDER_BY_NO, {"order_no": out_trade_no})
+            order, product = await order_and_product(session, out_trade_no)  # product: kept for deliver()
             if order is None:
                 why = "unknown_order"
             elif parse_yuan(params["money"]) != order.amount_fen:
