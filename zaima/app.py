@@ -11,12 +11,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zaima import jobs
 from zaima.config import Settings
 from zaima.context import AppContext, build_context
 from zaima.core.errors import DomainError
 from zaima.core.ratelimit import RateLimiter
+from zaima.db import is_unstorable_value
 from zaima.migrate import upgrade
 from zaima.service import mail as _mail  # noqa: F401 - registers the "mail.send" job handler
 from zaima.service.loop import service_loop
@@ -33,6 +36,19 @@ def _validation_message(errors: list[dict]) -> tuple[str, str]:
         fields.append(".".join(loc) or "请求")
     joined = "、".join(fields)
     return f"请求内容有误，请检查：{joined}", f"Invalid request; check: {', '.join(fields)}"
+
+
+HTTP_ERRORS = {
+    400: ("请求内容无法解析，请检查格式", "The request body could not be read; check its format"),
+    401: ("请先登录（用户名或密码错误）", "Login required (wrong username or password)"),
+    403: ("没有权限执行此操作", "Not allowed"),
+    404: ("找不到这个地址", "Not found"),
+    405: ("不支持这种请求方式", "Method not allowed"),
+    413: ("请求内容太大", "The request is too large"),
+    415: ("不支持的内容类型", "Unsupported content type"),
+}
+HTTP_ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                    405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
 
 
 def tune_gc() -> None:
@@ -90,6 +106,31 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
     async def domain_error(request: Request, exc: DomainError):
         return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
 
+    async def unstorable_value(request: Request, exc: Exception):
+        if not is_unstorable_value(exc):
+            raise exc  # a fault, not bad input: the server-error path logs it and answers 500
+        return JSONResponse({"error": {"code": "invalid_input", "message": "请求内容有误：数字超出范围或含有无法保存的字符",
+                                       "message_en": "Invalid request: a number is out of range or the text "
+                                                     "holds a character that cannot be stored"}},
+                            status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        """The framework's own refusals (no such route, wrong method, unreadable body, missing login), in
+        the same shape and languages as ours; a person's browser gets the store's 404 page."""
+        if exc.status_code == 404 and "text/html" in request.headers.get("accept", "") \
+                and not request.url.path.startswith("/api/"):
+            from zaima.web.pages import not_found
+
+            return not_found(request)
+        zh, en = HTTP_ERRORS.get(exc.status_code, ("请求无法处理", "The request cannot be handled"))
+        return JSONResponse({"error": {"code": HTTP_ERROR_CODES.get(exc.status_code, "http_error"),
+                                       "message": zh, "message_en": en}},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    app.add_exception_handler(OverflowError, unstorable_value)
+    app.add_exception_handler(DBAPIError, unstorable_value)
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
         zh, en = _validation_message(exc.errors())
@@ -143,7 +184,9 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
 
         app.include_router(supplier.router)
     from zaima.web.cors import ChatCors
+    from zaima.web.json_guard import JsonGuard
 
-    app.add_middleware(ChatCors)
+    app.add_middleware(JsonGuard)
+    app.add_middleware(ChatCors)  # outermost: the guard's refusals reach the widget with CORS headers too
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -240,13 +240,25 @@ async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncItera
 RETRYABLE_SQLSTATES = {"40001", "40P01", "23505"}
 
 
+def _sqlstate(exc: DBAPIError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None) or getattr(getattr(exc.orig, "__cause__", None), "sqlstate", None)
+
+
 def _is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, StaleDataError):
         return True
     if isinstance(exc, DBAPIError):
-        code = getattr(exc.orig, "sqlstate", None) or getattr(getattr(exc.orig, "__cause__", None), "sqlstate", None)
-        return code in RETRYABLE_SQLSTATES or isinstance(exc, IntegrityError)
+        return _sqlstate(exc) in RETRYABLE_SQLSTATES or isinstance(exc, IntegrityError)
     return False
+
+
+def is_unstorable_value(exc: BaseException) -> bool:
+    """Whether the database refused a value from the request itself: a number past the column's range
+    (SQLite: OverflowError when binding; PostgreSQL: 'value out of int32 range') or text it cannot hold
+    (PostgreSQL: NUL). SQLSTATE class 22 is "data exception". Such a request is bad input, not a fault."""
+    if isinstance(exc, OverflowError):
+        return True
+    return isinstance(exc, DBAPIError) and (_sqlstate(exc) or "").startswith("22")
 
 
 async def transact(sessions: async_sessionmaker[AsyncSession], fn: Callable[[AsyncSession], Awaitable[T]],

@@ -157,7 +157,10 @@ def _url(value: str) -> str:
         text = "http:" + text
     elif not _SCHEME.match(text):
         text = "http://" + text
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # e.g. an unclosed "[" of an IPv6 address
+        raise _invalid("url", *bad) from exc
     if parts.scheme.lower() not in ("http", "https"):
         raise _invalid("url", "只支持 http / https 网址", "only http and https URLs are supported")
     if "@" in parts.netloc:

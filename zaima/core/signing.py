@@ -19,7 +19,7 @@ def order_access_token(secret: str, order_no: str) -> str:
 
 
 def check_order_access_token(secret: str, order_no: str, token: str | None) -> bool:
-    if not token:
+    if not token or not isinstance(token, str) or not token.isascii():  # ours are base64url: ASCII
         return False
     return hmac.compare_digest(order_access_token(secret, order_no), token)
 
@@ -55,7 +55,7 @@ def sign_token(secret: str, audience: str, payload: dict, expires_at: int) -> st
 def verify_token(secret: str, audience: str, token: str | None, now: int) -> dict | None:
     """The payload if `token` is intact, meant for `audience` and not expired at `now` (unix seconds);
     None otherwise. The signature is compared in constant time before anything is parsed."""
-    if not secret or not token or not isinstance(token, str) or len(token) > TOKEN_MAX_LENGTH:
+    if not secret or not token or not isinstance(token, str) or len(token) > TOKEN_MAX_LENGTH or not token.isascii():
         return None
     encoded, dot, mac_text = token.partition(".")
     if not dot or not encoded or not mac_text:

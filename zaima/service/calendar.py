@@ -364,9 +364,14 @@ def _weekday_index(key: object, field_name: str) -> int:
 def _parse_date(text: object, field_name: str) -> date:
     if isinstance(text, str) and _DATE.fullmatch(text):
         try:
-            return date.fromisoformat(text)
+            day = date.fromisoformat(text)
         except ValueError:
             pass
+        else:
+            if 2000 <= day.year <= 2199:  # a shop's calendar; also keeps day ± 1 inside what `date` can hold
+                return day
+            raise _invalid(f"日期「{text}」超出范围，应在 2000–2199 年之间",
+                           f"Date {text!r} is out of range; use a year from 2000 to 2199", field_name)
     raise _invalid(
         f"日期「{text}」无效，应为 YYYY-MM-DD，如 2026-10-01",
         f"Invalid date {text!r}; expected YYYY-MM-DD such as 2026-10-01",

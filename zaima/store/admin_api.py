@@ -117,7 +117,7 @@ async def list_keys(sku: str, status: str | None = None, limit: int = 100, offse
         query = select(CardKey).where(CardKey.product_id == product.id).order_by(CardKey.id)
         if status:
             query = query.where(CardKey.status == status)
-        rows = await session.scalars(query.limit(min(limit, 1000)).offset(offset))
+        rows = await session.scalars(query.limit(max(0, min(limit, 1000))).offset(max(0, offset)))
         counts = (await catalog.stock_counts(session, [product.id])).get(product.id, {})
         return {
             "counts": counts,
@@ -163,7 +163,7 @@ async def quarantine_key(key_id: int, body: QuarantineIn, ctx: AppContext = Depe
 async def list_orders(status: str | None = None, limit: int = 50, ctx: AppContext = Depends(get_ctx),
                       _: StaffUser = Depends(current_staff)):
     async with unit_of_work(ctx.sessions) as session:
-        query = select(Order).order_by(Order.id.desc()).limit(min(limit, 500))
+        query = select(Order).order_by(Order.id.desc()).limit(max(0, min(limit, 500)))
         if status:
             query = query.where(Order.status == status)
         return {"orders": [{"order_no": o.order_no, "status": o.status, "amount_fen": o.amount_fen,

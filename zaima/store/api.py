@@ -187,7 +187,7 @@ def set_order_cookie(response, ctx: AppContext, order_no: str, token: str) -> No
 async def supplier_callback(request: Request, ctx: AppContext = Depends(get_ctx)):
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what the parser takes
         body = None
     result = await suppliers.handle_callback(ctx, body)
     if result in ("rejected", "unknown"):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import re._constants as sre_constants  # the parser of the `re` module, to inspect a pattern's structure
+import re._parser as sre_parse
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,6 +13,9 @@ from zaima.core.errors import Conflict, NotFound, ValidationFailed
 from zaima.models import CardKey, Product
 from zaima.models.catalog import PRODUCT_KINDS
 
+# Fields whose None means "the store's default" (after-sales settings) or "none" (the supplier's SKU).
+NULLABLE_FIELDS = ("supplier_sku", "replaceable", "replacement_window_hours", "auto_refund")
+TEXT_FIELDS = ("name", "name_en", "description", "usage_instructions", "supplier_sku")
 SKU_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PRODUCT_FIELDS = (
     "kind", "name", "name_en", "description", "usage_instructions", "price_fen", "input_fields",
@@ -19,7 +24,49 @@ PRODUCT_FIELDS = (
 )
 
 
+def _nested_repeat(items, inside_repeat: bool = False) -> bool:
+    """Whether a parsed pattern repeats something that itself repeats or branches: the shape (`(a+)+`,
+    `(a|a)*`) whose backtracking grows exponentially with the input."""
+    for op, av in items:
+        name = str(op)
+        if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            _, hi, sub = av
+            repeats = hi == sre_constants.MAXREPEAT or hi > 1
+            if (repeats and inside_repeat) or _nested_repeat(sub, inside_repeat or repeats):
+                return True
+        elif name == "BRANCH":
+            if inside_repeat or any(_nested_repeat(branch, inside_repeat) for branch in av[1]):
+                return True
+        elif name in ("SUBPATTERN", "ATOMIC_GROUP", "ASSERT", "ASSERT_NOT"):
+            if _nested_repeat(av[-1] if name != "ATOMIC_GROUP" else av, inside_repeat):
+                return True
+        elif name == "GROUPREF_EXISTS":
+            if any(b is not None and _nested_repeat(b, inside_repeat) for b in av[1:]):
+                return True
+    return False
+
+
+def _check_pattern(name: str, pattern) -> None:
+    """A product's input rule is a regular expression the buyer's input is matched against in the request:
+    it must compile, be short, and not backtrack exponentially (a 30-character input against `(a+)+b`
+    would hold the whole server for minutes)."""
+    if not isinstance(pattern, str) or len(pattern) > 200:
+        raise ValidationFailed(f"输入项 {name} 的格式规则无效（最多 200 个字符）", "invalid field pattern (200 characters at most)")
+    try:
+        parsed = sre_parse.parse(pattern)
+        re.compile(pattern)
+    except (re.error, OverflowError, RecursionError) as exc:
+        raise ValidationFailed(f"输入项 {name} 的格式规则无效", "invalid field pattern") from exc
+    if _nested_repeat(parsed):
+        raise ValidationFailed(
+            f"输入项 {name} 的格式规则过于复杂：重复的部分里不能再有重复或「|」，例如把 (a+)+ 写成 a+，把 (a|b)+ 写成 [ab]+",
+            "the field pattern repeats a group that itself repeats or branches; write (a+)+ as a+, (a|b)+ as [ab]+")
+
+
 def _check_product(values: dict) -> None:
+    for key in TEXT_FIELDS:
+        if "\x00" in (values.get(key) or ""):  # PostgreSQL text cannot hold NUL; no product name needs it
+            raise ValidationFailed(f"「{key}」含有无法保存的空字符（NUL）", f"{key} contains a NUL character", field=key)
     if values.get("kind") not in PRODUCT_KINDS:
         raise ValidationFailed("商品类型必须是 card_key、recharge、account 或 license 之一",
                                "kind must be one of card_key, recharge, account, license")
@@ -33,10 +80,7 @@ def _check_product(values: dict) -> None:
         if not isinstance(field, dict) or not re.match(r"^[a-z][a-z0-9_]{0,31}$", str(field.get("name", ""))):
             raise ValidationFailed("充值输入项需要 name（小写英文）", "each input field needs a lowercase name")
         if field.get("pattern"):
-            try:
-                re.compile(field["pattern"])
-            except re.error as exc:
-                raise ValidationFailed(f"输入项 {field['name']} 的格式规则无效", "invalid field pattern") from exc
+            _check_pattern(field["name"], field["pattern"])
     if values.get("kind") == "recharge" and not values.get("input_fields"):
         raise ValidationFailed("直充商品必须声明需要买家填写的信息（如游戏UID）",
                                "a recharge product must declare its input fields")
@@ -58,6 +102,9 @@ async def create_product(session: AsyncSession, clock, sku: str, **values) -> Pr
 
 async def update_product(session: AsyncSession, product: Product, **values) -> Product:
     changes = {k: v for k, v in values.items() if k in PRODUCT_FIELDS}
+    for key, value in changes.items():
+        if value is None and key not in NULLABLE_FIELDS:
+            raise ValidationFailed(f"「{key}」不能设为空（null）", f"{key} cannot be null", field=key)
     merged = {f: getattr(product, f) for f in PRODUCT_FIELDS} | changes
     _check_product(merged)
     for key, value in changes.items():
@@ -110,6 +157,8 @@ def validate_recharge_inputs(product: Product, inputs: dict | None) -> dict:
             continue
         if len(value) > 100:
             raise ValidationFailed(f"{label}太长", f"{name} is too long", field=name)
+        if not value.isprintable():
+            raise ValidationFailed(f"{label}含有无法识别的字符", f"{name} holds a control character", field=name)
         options = field.get("options")
         if options and value not in options:
             raise ValidationFailed(f"{label}不在可选范围内", f"{name} is not one of the options", field=name)

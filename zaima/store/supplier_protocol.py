@@ -29,4 +29,10 @@ def sign(params: dict, secret: str) -> str:
 
 def verify(params: dict, secret: str) -> bool:
     given = str(params.get("sign") or "")
-    return bool(given) and hmac.compare_digest(given, sign(params, secret))
+    if not given or not given.isascii():  # a hex digest is ASCII; compare_digest refuses other text
+        return False
+    try:
+        expected = sign(params, secret)
+    except UnicodeEncodeError:  # a value no supplier could have signed (an unpaired surrogate)
+        return False
+    return hmac.compare_digest(given, expected)

@@ -17,7 +17,7 @@ from zaima.conversations import events as ev
 from zaima.conversations.conversations import ConversationClosed
 from zaima.conversations.senders import Sender
 from zaima.core.errors import DomainError, NotFound
-from zaima.db import unit_of_work
+from zaima.db import is_unstorable_value, unit_of_work
 from zaima.models import Attachment, Conversation, Customer, Order
 from zaima.realtime.publish import agents_online, publish_after_commit
 from zaima.service import queue, tickets
@@ -266,6 +266,8 @@ async def publish_typing(ctx: AppContext, conversation_id: int, sender_kind: str
 async def read(ctx: AppContext, conversation_id: int, reader: str, seq: int) -> None:
     async def mark(session):
         conversation = await session.get(Conversation, conversation_id)
+        if conversation is None:
+            raise FrameError("not_found")
         marker = await messages.mark_read(session, conversation, reader, seq)
         publish_after_commit(session, ctx.hub, marker.events)
 
@@ -286,7 +288,9 @@ async def customer_socket(ws: WebSocket):
         last_seq = int_field(frame, "last_seq", 0)
         async with unit_of_work(ctx.sessions) as session:
             customer, conversation = await _customer_conversation(session, ctx, frame.get("token"), conversation_id)
-    except (DomainError, FrameError):
+    except Exception as exc:
+        if not isinstance(exc, DomainError | FrameError) and not is_unstorable_value(exc):
+            raise
         await socket.close(CLOSE_UNAUTHENTICATED, "bad token or conversation")
         return
     handler = CustomerSocket(ctx, socket, customer, conversation)

@@ -60,7 +60,11 @@ def _same_origin(request: Request) -> bool:
     origin = request.headers.get("origin") or request.headers.get("referer")
     if not origin:
         return True
-    return urlsplit(origin).netloc == request.headers.get("host", "")
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:  # not a URL at all (e.g. "http://[::1"): not our page either
+        return False
+    return netloc == request.headers.get("host", "")
 
 
 @router.get("/console/login", response_class=HTMLResponse)

@@ -153,7 +153,7 @@ async def rate_page(token: str, request: Request, ctx: AppContext = Depends(get_
 async def rate_submit(token: str, request: Request, ctx: AppContext = Depends(get_ctx)):
     data = await request.form()
     raw = str(data.get("rating", ""))
-    rating: Any = int(raw) if raw.isdigit() and len(raw) < 3 else None
+    rating: Any = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 3 else None  # not '²
     comment = str(data.get("comment", ""))[:2000]
     found = csat.read_link_token(ctx, token)
     if found is None:

@@ -17,6 +17,8 @@ from fastapi import WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
 from zaima.core.errors import DomainError
+from zaima.core.jsoncheck import PROBLEMS, problem_in_raw
+from zaima.db import is_unstorable_value
 from zaima.realtime.hub import HUB_CLOSED, RESYNC_TOPIC
 
 log = structlog.get_logger("zaima.realtime")
@@ -44,6 +46,9 @@ ERRORS = {
 }
 
 
+UNSTORABLE = ("数字超出范围或含有无法保存的字符", "a number is out of range or the text holds a character that cannot be stored")
+
+
 class FrameError(Exception):
     def __init__(self, code: str, ref: str | None = None, message: tuple[str, str] | None = None):
         super().__init__(code)
@@ -61,6 +66,9 @@ def error_frame(code: str, message: tuple[str, str], ref: str | None = None) -> 
 def parse_frame(raw: str) -> dict:
     if len(raw.encode()) > MAX_FRAME_BYTES:
         raise FrameError("too_long")
+    problem = problem_in_raw(raw)
+    if problem is not None:
+        raise FrameError("invalid", message=PROBLEMS[problem])
     try:
         frame = json.loads(raw)
     except ValueError:
@@ -165,6 +173,10 @@ class Socket:
             except DomainError as exc:
                 body = exc.to_dict()
                 await self.send(error_frame(body.get("code", "invalid"), (body["message"], body["message_en"]), ref))
+            except Exception as exc:
+                if not is_unstorable_value(exc):
+                    raise
+                await self.send(error_frame("invalid", UNSTORABLE, ref))
 
     async def pump(self, subscription, transform) -> None:
         """Forward hub events to the socket (after `transform`, which may drop them by returning None).
