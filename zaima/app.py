@@ -19,7 +19,7 @@ from zaima.config import Settings
 from zaima.context import AppContext, build_context
 from zaima.core.errors import DomainError
 from zaima.core.ratelimit import RateLimiter
-from zaima.db import is_unstorable_value
+from zaima.db import is_unstorable_value, unstorable_message
 from zaima.migrate import upgrade
 from zaima.service import mail as _mail  # noqa: F401 - registers the "mail.send" job handler
 from zaima.service.loop import service_loop
@@ -109,10 +109,9 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
     async def unstorable_value(request: Request, exc: Exception):
         if not is_unstorable_value(exc):
             raise exc  # a fault, not bad input: the server-error path logs it and answers 500
-        return JSONResponse({"error": {"code": "invalid_input", "message": "请求内容有误：数字超出范围或含有无法保存的字符",
-                                       "message_en": "Invalid request: a number is out of range or the text "
-                                                     "holds a character that cannot be stored"}},
-                            status_code=422)
+        zh, en = unstorable_message(exc)
+        return JSONResponse({"error": {"code": "invalid_input", "message": f"请求内容有误：{zh}",
+                                       "message_en": f"Invalid request: {en}"}}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):

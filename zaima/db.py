@@ -252,6 +252,28 @@ def _is_retryable(exc: BaseException) -> bool:
     return False
 
 
+UNSTORABLE_MESSAGES = {
+    "number": ("数字超出范围", "a number is out of range"),
+    "too_long": ("内容太长，超出了允许的长度", "a text is longer than allowed"),
+    "character": ("含有无法保存的字符（如空字符）", "a text holds a character that cannot be stored (such as NUL)"),
+    "other": ("数字超出范围或含有无法保存的内容", "a value is out of range or cannot be stored"),
+}
+
+
+def unstorable_message(exc: BaseException) -> tuple[str, str]:
+    """What to tell the sender about a value `is_unstorable_value` found, (zh, en)."""
+    if isinstance(exc, OverflowError):
+        return UNSTORABLE_MESSAGES["number"]
+    state = _sqlstate(exc) if isinstance(exc, DBAPIError) else None
+    if state == "22001":  # string_data_right_truncation: longer than a varchar(n)
+        return UNSTORABLE_MESSAGES["too_long"]
+    if state in ("22021", "22P05"):  # character_not_in_repertoire, untranslatable_character: NUL
+        return UNSTORABLE_MESSAGES["character"]
+    if state == "22003" or (state == "22000" and "out of" in str(exc) and "range" in str(exc)):
+        return UNSTORABLE_MESSAGES["number"]  # numeric_value_out_of_range; asyncpg's "value out of int32 range"
+    return UNSTORABLE_MESSAGES["other"]
+
+
 def is_unstorable_value(exc: BaseException) -> bool:
     """Whether the database refused a value from the request itself: a number past the column's range
     (SQLite: OverflowError when binding; PostgreSQL: 'value out of int32 range') or text it cannot hold

@@ -28,6 +28,9 @@ async def create_staff(session: AsyncSession, clock, username: str, password: st
 
 
 async def authenticate(session: AsyncSession, username: str, password: str) -> StaffUser | None:
-    user = await session.scalar(select(StaffUser).where(StaffUser.username == username))
+    # A name no account can have (too long for the column, control characters such as NUL that PostgreSQL
+    # refuses in a query) is simply a wrong login; the hash check still runs, so timing says nothing.
+    possible = isinstance(username, str) and len(username) <= 64 and username.isprintable()
+    user = await session.scalar(select(StaffUser).where(StaffUser.username == username)) if possible else None
     ok = verify_password(user.password_hash if user else None, password)
     return user if ok and user is not None and user.active else None

@@ -96,7 +96,9 @@ BAD_CHECKOUTS = [  # (what the buyer sent, HTTP status, the message they see)
     ({"contact": "not a contact"}, 422, "请填写正确的邮箱或 11 位手机号，用于查询订单和接收通知"),
     ({"contact": "12345678901"}, 422, "请填写正确的邮箱或 11 位手机号，用于查询订单和接收通知"),
     ({"pay_type": "paypal"}, 422, "不支持的支付方式"),
-    ({"query_password": "abc"}, 422, "查询密码需 4–64 位"),
+    ({"contact": "a\x01b@example.com"}, 422, "请填写正确的邮箱或 11 位手机号，用于查询订单和接收通知"),  # control char
+    ({"query_password": "abc"}, 422, "查询密码需 4–64 位，且不含控制字符"),
+    ({"query_password": "abcd\x00"}, 422, "查询密码需 4–64 位，且不含控制字符"),
     ({"sku": "no-such-sku"}, 404, "商品不存在或已下架"),
     ({"sku": "off-sale"}, 404, "商品不存在或已下架"),
     ({"sku": "co-bad\x00"}, 404, "商品不存在或已下架"),  # was an HTTP 500 on PostgreSQL (NUL in text)

@@ -95,6 +95,26 @@ async def test_repeated_notify_after_delivery_changes_nothing(ctx):
     assert {**after, "events": None} == {**delivered, "events": None}
 
 
+async def test_a_genuine_notify_is_applied_whatever_the_gateways_own_fields_hold(ctx, client):
+    """A trade number longer than our column or a payment type name like `alipay_h5_wap_pay` is the
+    gateway's business: the payment is accepted and stored as it fits. Refusing it (PostgreSQL refuses text
+    longer than a varchar) answered neither `success` nor `fail`, and the customer's money was lost."""
+    product = await make_product(ctx)
+    await add_stock(ctx, product, ["LONG-1"])
+    order = await make_order(ctx, product)
+    params = notify_params(order, trade_no="T" + "9" * 79, type="alipay_h5_wap_pay")
+    reply = await client.get("/pay/epay/notify", params=params)
+    assert reply.text == "success"
+    assert (await snapshot(ctx, order.id))["status"] == "delivered"
+    async with ctx.sessions() as session:
+        payment = await session.scalar(select(Payment).where(Payment.order_id == order.id))
+    assert (payment.trade_no, payment.pay_type) == ("T" + "9" * 63, "alipay_h5_wap_pa")
+    assert [n.verdict for n in await notifications(ctx, order.order_no)] == ["accepted"]
+    # The same notify again is the same payment (its stored trade number matches after the same cut).
+    assert (await client.get("/pay/epay/notify", params=params)).text == "success"
+    assert (await snapshot(ctx, order.id))["events"].count("extra_payment") == 0
+
+
 # --- rejections ----------------------------------------------------------------------------------------------
 
 

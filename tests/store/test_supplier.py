@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from tests.conftest import SUPPLIER_SECRET, free_port
 from tests.store.helpers import make_order, make_product, notify_params
 from zaima import jobs
+from zaima.db import unit_of_work
 from zaima.demo import supplier as demo_supplier
 from zaima.models import DemoGatewayTrade, DemoSupplierOrder, Job, Order, Refund, SupplierOrder
 from zaima.store import payments, supplier_protocol, suppliers, timeline
@@ -630,3 +631,24 @@ async def test_staff_settle_a_recharge_the_supplier_never_answered(supplier, ctx
     assert (failed.actor_kind, failed.actor_id, failed.data["via"]) == ("agent", "sup", "agent")
     again = await client.post(url, json={"result": "succeeded", "note": "x"}, auth=("sup", "supervisor-pass"))
     assert again.status_code == 409 and (await state(ctx, order)).order.status == "refunded"
+
+
+async def test_a_genuine_callback_is_applied_whatever_its_text_holds(supplier, ctx, clock):
+    """A supplier's message with a NUL, or its order number sent as a JSON number or longer than our column,
+    is stored as it fits: refusing it (PostgreSQL text cannot hold NUL) left the recharge unsettled."""
+    await queue(supplier, outcome="failed", delay_seconds=1000, callback="none")
+    product = await recharge_product(ctx)
+    order = await paid_recharge_order(ctx, product)
+    await jobs.run_due(ctx)
+    so = (await state(ctx, order)).so
+    async with unit_of_work(ctx.sessions) as session:  # as if the supplier had not named its order on submit
+        (await session.get(SupplierOrder, so.id)).supplier_order_no = None
+    body = {"request_id": so.request_id, "supplier_order_no": 880012345, "status": "failed",
+            "message": "账号不存在\x00", "timestamp": 1}
+    body["sign"] = supplier_protocol.sign(body, SUPPLIER_SECRET)
+    async with httpx.AsyncClient(base_url=supplier.url) as http:
+        answer = await http.post("/supplier/callback", json=body)
+    assert answer.json()["message"] == "applied", answer.text
+    s = await state(ctx, order)
+    assert s.order.status == "refunded" and s.so.status == "failed"
+    assert s.so.supplier_order_no == "880012345" and s.so.message == "账号不存在\\x00"

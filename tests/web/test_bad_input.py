@@ -78,7 +78,7 @@ async def test_admin_input_that_would_break_the_storefront_is_refused(api, ctx):
     ("(a+)+b", "过于复杂"),  # 26 characters of input held the whole server for seconds, each one more doubled it
     ("(x|x)*y", "过于复杂"),
     ("a{4294967296}", "格式规则无效"),
-    ("(" * 500 + ")" * 500, "格式规则无效"),
+    ("(" * 500 + ")" * 500, "input_fields.0.pattern"),  # over 200 characters: the field is named
 ])
 async def test_input_rules_that_could_hang_the_server_are_refused(api, ctx, pattern, words):
     body = {"sku": "rule-1", "kind": "recharge", "name": "n", "price": "1.00",
@@ -97,6 +97,18 @@ async def test_ordinary_input_rules_still_work_and_control_characters_are_refuse
     assert (await api.post("/api/v1/orders", json=order)).status_code == 201
     order["inputs"]["note"] = "a\x00b"
     refused(await api.post("/api/v1/orders", json=order), 422, "备注含有无法识别的字符")
+
+
+async def test_control_characters_in_a_products_input_fields_and_totals_past_the_limit_are_refused(api, ctx):
+    body = {"sku": "opt-1", "kind": "recharge", "name": "n", "price": "1.00",
+            "input_fields": [{"name": "server", "label": "区服", "options": ["一区\x00", "二区"]}]}
+    refused(await api.post("/api/v1/admin/products", json=body, auth=ADMIN), 422, "控制字符")
+    refused(await api.post("/api/v1/admin/products", json={**body, "price": "30000000.00", "input_fields": [
+        {"name": "server", "label": "区服"}]}, auth=ADMIN), 422, "价格超出上限")
+    await make_product(ctx, sku="big-1", price_fen=3_000_000, max_quantity=1000)  # ¥30,000 a piece
+    order = {"sku": "big-1", "contact": "a@b.cc", "quantity": 1000}
+    refused(await api.post("/api/v1/orders", json=order), 422, "订单金额超出上限")
+    assert await count(ctx, Order) == 0
 
 
 async def test_a_product_field_cannot_be_patched_to_null_or_hold_nul(api, ctx):
@@ -165,6 +177,8 @@ async def test_odd_forms_and_callbacks_get_answers_not_errors(api, ctx):
     r = await api.post("/console/login", data={"username": "boss", "password": PASSWORD},
                        headers={"origin": "http://[::1"})
     assert r.status_code < 500 and r.status_code != 303  # refused as cross-site, not crashed
+    r = await api.post("/console/login", data={"username": "boss\x00", "password": PASSWORD})
+    assert r.status_code == 401 and "用户名或密码错误" in r.text  # the login page, not a database error
     r = await api.post("/rate/not-a-token", data={"rating": "²"})  # '²'.isdigit() is True; int('²') fails
     assert r.status_code == 404 and "评价链接无效" in r.text
     r = await api.post("/supplier/callback", json={"sign": "é", "request_id": "x"})
@@ -198,17 +212,25 @@ async def test_socket_frames_nothing_could_store_get_error_frames_and_the_socket
     await customer.quiet(0.3)
     assert (await say(customer, cid, "还在吗"))["type"] == "ack"  # the socket still serves
 
-    # An auth frame with such a value is a failed login, not a crashed socket.
-    ws = await websockets.connect(ws_url(base, "/ws/customer"))
-    await ws.send(raw({"type": "auth", "token": LONE, "conversation_id": cid}))
-    await asyncio.wait_for(ws.wait_closed(), 5)
-    assert ws.close_code == 4001
+    # An auth frame with such a value is a failed login, not a crashed socket nor a "try again" loop.
+    for auth in (raw({"type": "auth", "token": LONE, "conversation_id": cid}),
+                 json.dumps({"type": "auth", "token": session["customer_token"], "conversation_id": cid,
+                             "last_seq": 2**31})):
+        ws = await websockets.connect(ws_url(base, "/ws/customer"))
+        await ws.send(auth)
+        await asyncio.wait_for(ws.wait_closed(), 5)
+        assert ws.close_code == 4001
 
     await make_chat_agent(ctx)
     agent = await agent_login(base)
     agent_ws: Client = await agent.socket()
     await agent_ws.send({"type": "read", "conversation_id": 999_999, "seq": 1})
     assert (await agent_ws.expect("error"))["code"] == "not_found"
+    # A refused subscribe subscribes to nothing: the customer's next message does not reach this agent.
+    await agent_ws.send({"type": "subscribe", "conversation_id": cid, "last_seq": 2**31})
+    assert (await agent_ws.expect("error"))["code"] == "invalid"
+    await say(customer, cid, "有人吗")
+    assert not [f for f in await agent_ws.quiet(0.5) if f["type"] == "message"]
     await agent_ws.send({"type": "ping"})
     await agent_ws.expect("pong")
     await customer.close()

@@ -214,7 +214,9 @@ def url_covers(registered: str, candidate: str) -> bool:
 
 def _label(text: str | None) -> str:
     value = " ".join((text or "").split())
-    if len(value) > LABEL_MAX or not value.isprintable():
+    if not value.isprintable():
+        raise ValidationFailed("备注含有控制字符，请删除后重试", "the label holds a control character", field="label")
+    if len(value) > LABEL_MAX:
         raise ValidationFailed(f"备注最多 {LABEL_MAX} 个字", f"the label is at most {LABEL_MAX} characters",
                                field="label")
     return value

@@ -75,3 +75,14 @@ def problem_in_raw(raw: str | bytes) -> str | None:
     except ValueError:
         return None
     return problem_in(value)
+
+
+def storable_text(value, limit: int) -> str:
+    """Text another system sent us (a gateway's trade number, a supplier's message), made storable as it
+    is: NUL written as the visible `\\x00` (PostgreSQL text cannot hold it), an unpaired surrogate as `?`,
+    cut to the column's `limit`. For values we must keep whatever they hold, where refusing would lose a
+    real payment or recharge result."""
+    text = "" if value is None else str(value)
+    if not _is_clean_text(text):
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text.replace("\x00", "\\x00")[:limit]

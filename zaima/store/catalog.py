@@ -15,6 +15,7 @@ from zaima.models.catalog import PRODUCT_KINDS
 
 # Fields whose None means "the store's default" (after-sales settings) or "none" (the supplier's SKU).
 NULLABLE_FIELDS = ("supplier_sku", "replaceable", "replacement_window_hours", "auto_refund")
+MAX_AMOUNT_FEN = 2_000_000_000  # ¥20 million, for a price and an order's total: 32-bit columns on PostgreSQL
 TEXT_FIELDS = ("name", "name_en", "description", "usage_instructions", "supplier_sku")
 SKU_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PRODUCT_FIELDS = (
@@ -73,12 +74,18 @@ def _check_product(values: dict) -> None:
     price = values.get("price_fen")
     if not isinstance(price, int) or isinstance(price, bool) or price <= 0:
         raise ValidationFailed("价格必须大于 0", "price must be positive")
+    if price > MAX_AMOUNT_FEN:
+        raise ValidationFailed("价格超出上限（¥2,000 万）", "price is over the limit (¥20 million)", field="price")
     lo, hi = values.get("min_quantity", 1), values.get("max_quantity", 10)
     if not (1 <= lo <= hi <= 1000):
         raise ValidationFailed("购买数量限制无效（1 ≤ 最少 ≤ 最多 ≤ 1000）", "invalid purchase limits")
     for field in values.get("input_fields") or []:
         if not isinstance(field, dict) or not re.match(r"^[a-z][a-z0-9_]{0,31}$", str(field.get("name", ""))):
             raise ValidationFailed("充值输入项需要 name（小写英文）", "each input field needs a lowercase name")
+        texts = [field.get(k) or "" for k in ("label", "label_en", "hint")] + list(field.get("options") or [])
+        if not all(isinstance(t, str) and t.isprintable() for t in texts):
+            raise ValidationFailed(f"输入项 {field['name']} 的名称、提示或选项含有控制字符（如空字符）",
+                                   f"input field {field['name']}: a label, hint or option holds a control character")
         if field.get("pattern"):
             _check_pattern(field["name"], field["pattern"])
     if values.get("kind") == "recharge" and not values.get("input_fields"):

@@ -16,7 +16,7 @@ from zaima.core.passwords import hash_password, verify_password
 from zaima.jobs import Queued, enqueue_all
 from zaima.models import Order, Product
 from zaima.store import stock, timeline
-from zaima.store.catalog import validate_recharge_inputs
+from zaima.store.catalog import MAX_AMOUNT_FEN, validate_recharge_inputs
 from zaima.store.epay import PAY_TYPES
 
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
@@ -45,7 +45,7 @@ def normalize_contact(text: str) -> tuple[str, str]:
     """('email'|'phone', canonical value) or a clear error."""
     # NFKC: a Chinese IME may type full-width digits and signs (１３８…, ＋８６, ＠); they mean the ASCII ones.
     value = unicodedata.normalize("NFKC", text or "").strip()
-    if EMAIL.match(value):
+    if EMAIL.match(value) and value.isprintable():
         return "email", value.lower()
     digits = re.sub(r"[\s\-()]", "", value)
     if digits.startswith("+86"):
@@ -80,12 +80,15 @@ async def create_order(session: AsyncSession, ctx, product: Product, quantity: i
         raise ValidationFailed("不支持的支付方式", "unsupported payment method", field="pay_type")
     kind, contact_value = normalize_contact(contact)
     if query_password is not None and query_password != "":
-        if not (4 <= len(query_password) <= 64):
-            raise ValidationFailed("查询密码需 4–64 位", "query password must be 4–64 characters",
+        if not (4 <= len(query_password) <= 64) or not query_password.isprintable():
+            raise ValidationFailed("查询密码需 4–64 位，且不含控制字符", "query password must be 4–64 printable characters",
                                    field="query_password")
         password_hash = hash_password(query_password)
     else:
         password_hash = None
+    if product.price_fen * quantity > MAX_AMOUNT_FEN:
+        raise ValidationFailed("订单金额超出上限（¥2,000 万），请减少数量", "the order total is over the limit (¥20 million)",
+                               field="quantity")
     recharge_inputs = validate_recharge_inputs(product, inputs) if product.kind == "recharge" else {}
     now = ctx.clock.now()
     order = Order(

@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.core.audit import GATEWAY, Actor
+from zaima.core.jsoncheck import storable_text
 from zaima.core.money import MoneyFormatError, format_yuan, parse_yuan
 from zaima.db import append_row
 from zaima.jobs import RetryLater, cancel, handler
@@ -43,7 +44,11 @@ async def apply_payment(session: AsyncSession, ctx, order: Order, *, trade_no: s
     Only this function creates payments, and it moves the order out of pending_payment / expired
     in the same transaction; the unique (provider, out_trade_no) key and the order's version
     column make a concurrent second attempt fail and retry into the duplicate branch.
+
+    The gateway's own values are stored as they fit (its trade number is informational, the order is
+    ours): refusing a genuine payment over the length of a field would lose the customer's money.
     """
+    trade_no, pay_type = storable_text(trade_no, 64), storable_text(pay_type, 16)
     if order.status not in ("pending_payment", "expired"):
         existing = await payment_of(session, order)
         if existing is not None and trade_no and trade_no != existing.trade_no:

@@ -21,12 +21,12 @@ class OrderLookup(BaseModel):
 
 
 class InputField(BaseModel):
-    name: str
-    label: str = ""
-    label_en: str = ""
-    pattern: str | None = None
-    hint: str = ""
-    options: list[str] | None = None
+    name: str = Field(max_length=32)
+    label: str = Field(default="", max_length=50)
+    label_en: str = Field(default="", max_length=50)
+    pattern: str | None = Field(default=None, max_length=200)
+    hint: str = Field(default="", max_length=200)
+    options: list[str] | None = Field(default=None, max_length=100)
     required: bool = True
 
 
@@ -34,38 +34,38 @@ class ProductIn(BaseModel):
     sku: str = Field(max_length=64)
     kind: str
     name: str = Field(min_length=1, max_length=200)
-    name_en: str = ""
+    name_en: str = Field(default="", max_length=200)
     description: str = ""
     usage_instructions: str = ""
-    price: str = Field(description="price in yuan, e.g. \"30.00\"")
+    price: str = Field(max_length=20, description="price in yuan, e.g. \"30.00\"")
     input_fields: list[InputField] = []
-    supplier_sku: str | None = None
+    supplier_sku: str | None = Field(default=None, max_length=64)
     replaceable: bool | None = None
     replacement_window_hours: int | None = Field(default=None, ge=0, le=24 * 365)
     auto_refund: bool | None = None
-    min_quantity: int = 1
-    max_quantity: int = 10
+    min_quantity: int = Field(default=1, ge=1, le=1000)
+    max_quantity: int = Field(default=10, ge=1, le=1000)
     allow_backorder: bool = True
     active: bool = True
-    sort_order: int = 0
+    sort_order: int = Field(default=0, ge=-1_000_000, le=1_000_000)
 
 
 class ProductPatch(BaseModel):
-    name: str | None = None
-    name_en: str | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name_en: str | None = Field(default=None, max_length=200)
     description: str | None = None
     usage_instructions: str | None = None
-    price: str | None = None
+    price: str | None = Field(default=None, max_length=20)
     input_fields: list[InputField] | None = None
-    supplier_sku: str | None = None
+    supplier_sku: str | None = Field(default=None, max_length=64)
     replaceable: bool | None = None
     replacement_window_hours: int | None = Field(default=None, ge=0, le=24 * 365)
     auto_refund: bool | None = None
-    min_quantity: int | None = None
-    max_quantity: int | None = None
+    min_quantity: int | None = Field(default=None, ge=1, le=1000)
+    max_quantity: int | None = Field(default=None, ge=1, le=1000)
     allow_backorder: bool | None = None
     active: bool | None = None
-    sort_order: int | None = None
+    sort_order: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
 
 
 class RefundIn(BaseModel):

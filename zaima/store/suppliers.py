@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.core.audit import SUPPLIER, SYSTEM, Actor
 from zaima.core.errors import Conflict
+from zaima.core.jsoncheck import storable_text
 from zaima.jobs import RetryLater, enqueue, handler
 from zaima.models import Order, Product, SupplierOrder
 from zaima.store import supplier_protocol, timeline
@@ -43,6 +44,13 @@ class SupplierReport:
     supplier_order_no: str | None = None
     message: str = ""
     raw: dict | None = None
+
+    def __post_init__(self):
+        # What the supplier says is stored as it fits (a number as text, a NUL made visible, cut to the
+        # column): refusing it would leave a genuine result unapplied and the order stuck.
+        no = self.supplier_order_no
+        self.supplier_order_no = storable_text(no, 64) if no not in (None, "") else None
+        self.message = storable_text(self.message, 1000)
 
 
 class SupplierAdapter:

@@ -104,13 +104,14 @@ class AgentSocket:
             await self.socket.send({"type": "pong"})
         elif kind == "subscribe":
             conversation_id = int_field(frame, "conversation_id", minimum=1)
+            last_seq = int_field(frame, "last_seq", 0)  # checked before subscribing: a refused frame changes nothing
             try:
                 async with unit_of_work(self.ctx.sessions) as session:
                     conversation = await conversations.get_conversation(session, conversation_id)
             except NotFound:
                 raise FrameError("not_found", ref="subscribe") from None
             self.subscription.add(ev.staff_topic(conversation_id))
-            await self.catch_up(conversation, int_field(frame, "last_seq", 0))
+            await self.catch_up(conversation, last_seq)
         elif kind == "unsubscribe":
             self.subscription.remove(ev.staff_topic(int_field(frame, "conversation_id", minimum=1)))
         elif kind == "send":

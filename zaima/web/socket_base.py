@@ -18,7 +18,7 @@ from starlette.websockets import WebSocketState
 
 from zaima.core.errors import DomainError
 from zaima.core.jsoncheck import PROBLEMS, problem_in_raw
-from zaima.db import is_unstorable_value
+from zaima.db import is_unstorable_value, unstorable_message
 from zaima.realtime.hub import HUB_CLOSED, RESYNC_TOPIC
 
 log = structlog.get_logger("zaima.realtime")
@@ -44,9 +44,6 @@ ERRORS = {
     "not_found": ("找不到这个会话", "no such conversation"),
     "not_authenticated": ("请先登录", "authenticate first"),
 }
-
-
-UNSTORABLE = ("数字超出范围或含有无法保存的字符", "a number is out of range or the text holds a character that cannot be stored")
 
 
 class FrameError(Exception):
@@ -80,9 +77,12 @@ def parse_frame(raw: str) -> dict:
     return frame
 
 
+MAX_FIELD_INT = 2**31 - 1  # ids and sequence numbers are 32-bit columns on PostgreSQL
+
+
 def int_field(frame: dict, name: str, default: int | None = None, minimum: int = 0) -> int:
     value = frame.get(name, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_FIELD_INT:
         raise FrameError("invalid", ref=name)
     return value
 
@@ -176,7 +176,7 @@ class Socket:
             except Exception as exc:
                 if not is_unstorable_value(exc):
                     raise
-                await self.send(error_frame("invalid", UNSTORABLE, ref))
+                await self.send(error_frame("invalid", unstorable_message(exc), ref))
 
     async def pump(self, subscription, transform) -> None:
         """Forward hub events to the socket (after `transform`, which may drop them by returning None).
