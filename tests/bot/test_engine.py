@@ -159,3 +159,29 @@ async def test_keys_are_checked_against_the_policy_window(ctx):
     assert turn.outcome == "handoff"
     async with unit_of_work(ctx.sessions) as session:
         assert await stock.available_count(session, order.product_id) == 1  # no replacement went out
+
+
+async def test_on_an_order_with_several_keys_the_bot_says_which_key_it_replaced(ctx):
+    """The customer may name the bad key by its place (「第2张」) or its last characters; unnamed, the first is
+    replaced, and the reply says which one, so a customer who meant another can say so."""
+    order = await delivered_order(ctx, sku="bot-multi", secrets=("MULTI-AAAA-0001", "MULTI-BBBB-0002"),
+                                  extra=("MULTI-CCCC-0003", "MULTI-DDDD-0004"))
+    cid = await open_chat(ctx, order)
+    turn = await customer_says(ctx, cid, "第2张卡密兑换不了，提示无效")
+    assert turn.outcome == "replaced"
+    box = ctx.box
+    async with unit_of_work(ctx.sessions) as session:
+        by_secret = {stock.reveal(box, k): k.status
+                     for k in await session.scalars(select(CardKey).where(CardKey.order_id == order.id))}
+    assert by_secret == {"MULTI-AAAA-0001": "sold", "MULTI-BBBB-0002": "quarantined", "MULTI-CCCC-0003": "sold"}
+    said = await transcript(ctx, cid)
+    assert "已将第 2 张卡密（MU…0002）作废，并补发了新卡密（MU…0003）" in said
+
+    other = await delivered_order(ctx, sku="bot-multi-2", secrets=("TAIL-AAAA-1111", "TAIL-BBBB-2222"),
+                                  extra=("TAIL-CCCC-3333",))
+    cid2 = await open_chat(ctx, other)
+    assert (await customer_says(ctx, cid2, "尾号2222的卡密无效")).outcome == "replaced"
+    async with unit_of_work(ctx.sessions) as session:
+        quarantined = [stock.reveal(box, k) for k in await session.scalars(
+            select(CardKey).where(CardKey.order_id == other.id, CardKey.status == "quarantined"))]
+    assert quarantined == ["TAIL-BBBB-2222"]

@@ -41,6 +41,10 @@ from zaima.service import queue
 from zaima.store import aftersales, delivery, orders, payments, refunds, stock, suppliers, timeline
 from zaima.store.views import mask
 
+_COMPACT = re.compile(r"[\s\-_]")  # how a key may be retyped: with or without its spaces and dashes
+_NTH_KEY = re.compile(r"第\s*([1-9]|[一二三四五六七八九])\s*[张個个条]")
+_CN_DIGITS = dict(zip("一二三四五六七八九", range(1, 10), strict=True))
+
 log = structlog.get_logger("zaima.bot")
 
 KB_INTENTS = ("usage_howto", "policy_question", "other")
@@ -490,7 +494,10 @@ class Turn:
         if eligible and await self.claim("replace", f"replace:{order.id}", order, key_id=reported.id):
             done = await aftersales.replace_key(self.session, order, reported, self.actor, "客户反馈卡密无效", self.now)
             if done.new_key_id is not None:
-                self.reply(say.replaced(facts, self.order_link(order)), "replaced")
+                new_key = await self.session.get(CardKey, done.new_key_id)
+                which = (keys.index(reported) + 1, say.key_hint(stock.reveal(self.ctx.box, reported)),
+                         say.key_hint(stock.reveal(self.ctx.box, new_key))) if len(keys) > 1 else None
+                self.reply(say.replaced(facts, self.order_link(order), which), "replaced")
                 return
             await self.handoff("high", say.invalid_handoff("暂时没有库存可以补发，", "{ticket}"), "卡密无效，缺货无法补发")
             return
@@ -507,13 +514,27 @@ class Turn:
         await self.handoff("high", say.invalid_handoff(why, "{ticket}"), "卡密无效：" + (why.rstrip("，") or "需核实"))
 
     def _reported_key(self, keys: list[CardKey]) -> CardKey | None:
-        """The key the customer means: one they quoted, else the order's only (or first) sold key."""
+        """The key the customer means: one they quoted (whole, or its last 4 or more characters), one they
+        counted (「第2张」), else the order's first sold key (the reply then says which one it replaced)."""
         if not keys:
             return None
+        text = self.prepared.text
+        compact = _COMPACT.sub("", text).upper()
+        tails = []
         for key in keys:
-            secret = stock.reveal(self.ctx.box, key)
-            if secret and secret.split(",")[0] in self.prepared.text:
+            secret = (stock.reveal(self.ctx.box, key) or "").split(",")[0]
+            if secret and secret in text:
                 return key
+            tail = _COMPACT.sub("", secret).upper()[-4:]
+            if len(tail) == 4 and tail in compact:
+                tails.append(key)
+        if len(tails) == 1:
+            return tails[0]
+        counted = _NTH_KEY.search(text)
+        if counted:
+            n = _CN_DIGITS.get(counted.group(1)) or int(counted.group(1))
+            if 1 <= n <= len(keys):
+                return keys[n - 1]
         return keys[0]
 
     async def payment_issue(self, facts: OrderFacts) -> None:

@@ -104,9 +104,22 @@ def refund_policy(facts) -> str:
             "如果卡密有问题（无效、已被使用），请告诉我，我会按售后规则处理；也可以回复「转人工」。")
 
 
-def replaced(facts, link: str) -> str:
-    return (f"抱歉给您带来麻烦！已将有问题的卡密作废，并为您补发了一个新的卡密。请在订单页面查看：{link}\n"
-            "如新卡密仍有问题，请回复「转人工」。")
+def key_hint(secret: str) -> str:
+    """A key as the customer can recognise it without the chat showing it whole: its first two and last four
+    characters (the last four are what they are asked to quote)."""
+    code = secret.split(",")[0]
+    return f"{code[:2]}…{code[-4:]}" if len(code) > 8 else "*" * len(code)
+
+
+def replaced(facts, link: str, which: tuple[int, str, str] | None = None) -> str:
+    """`which`: for an order with several keys, (the voided key's place in the order, it masked, the new key
+    masked), so the customer can see it was the key they meant."""
+    if which is None:
+        return (f"抱歉给您带来麻烦！已将有问题的卡密作废，并为您补发了一个新的卡密。请在订单页面查看：{link}\n"
+                "如新卡密仍有问题，请回复「转人工」。")
+    n, old, new = which
+    return (f"抱歉给您带来麻烦！已将第 {n} 张卡密（{old}）作废，并补发了新卡密（{new}），请在订单页面查看：{link}\n"
+            "如果无效的是另一张，请回复「第几张」或卡密的末 4 位，也可以回复「转人工」由客服核实。")
 
 
 def invalid_handoff(reason: str, ticket: str) -> str:
