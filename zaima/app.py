@@ -119,8 +119,9 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
         the same shape and languages as ours; a person's browser gets the store's 404 page."""
         if exc.status_code == 404 and "text/html" in request.headers.get("accept", "") \
                 and not request.url.path.startswith("/api/"):
-            from zaima.web.pages import not_found
+            from zaima.web.pages import not_found, service_facts
 
+            await service_facts(request)  # the footer shows the store's real service hours
             return not_found(request)
         zh, en = HTTP_ERRORS.get(exc.status_code, ("请求无法处理", "The request cannot be handled"))
         return JSONResponse({"error": {"code": HTTP_ERROR_CODES.get(exc.status_code, "http_error"),

@@ -151,10 +151,14 @@ async def test_numbers_past_the_databases_range_are_refused_not_500(client, numb
 
 
 async def test_the_frameworks_own_refusals_speak_chinese(api):
+    hours = {"timezone": "Asia/Shanghai", "weekly": {d: [["10:00", "20:00"]] for d in
+                                                     ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}}
+    assert (await api.put("/api/v1/admin/settings/service-hours", json=hours, auth=ADMIN)).status_code == 200
     r = await api.get("/api/v1/no-such-thing")
     assert r.status_code == 404 and r.json()["error"]["message"] == "找不到这个地址"
     page = await api.get("/no-such-page", headers={"accept": "text/html"})
     assert page.status_code == 404 and "没有找到这个页面" in page.text
+    assert "10:00–20:00" in page.text  # the store's own hours in the footer, not the defaults
     r = await api.delete("/api/v1/products")
     assert r.status_code == 405 and r.json()["error"]["message"] == "不支持这种请求方式"
     for auth in ({}, {"Authorization": "Basic !!!"}):

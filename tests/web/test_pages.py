@@ -153,13 +153,15 @@ async def test_order_page_without_a_token_redirects_to_lookup(client, ctx, setti
                 f"/pay/{order.order_no}"):
         response = await client.get(url)
         assert response.status_code == 303, url
-        assert response.headers["location"] == f"/lookup?order_no={order.order_no}"
+        assert response.headers["location"] == f"/lookup?order_no={order.order_no}&verify=1"
     # An order that does not exist looks exactly the same.
     missing = await client.get("/orders/ZZZZZZZZZZZZ?t=" + token(settings, "ZZZZZZZZZZZZ"))
     assert missing.status_code == 303
-    assert missing.headers["location"] == "/lookup?order_no=ZZZZZZZZZZZZ"
+    assert missing.headers["location"] == "/lookup?order_no=ZZZZZZZZZZZZ&verify=1"
     lookup = await client.get(missing.headers["location"])
     assert 'value="ZZZZ-ZZZZ-ZZZZ"' in lookup.text
+    assert "这个订单链接没有带上有效的查看凭证" in lookup.text  # it says why it asks
+    assert "这个订单链接" not in (await client.get("/lookup")).text
 
 
 async def test_a_non_owner_never_sees_the_key(client, ctx, settings):

@@ -323,7 +323,9 @@ async def _order_or_none(session, order_no: str):
 
 
 def _to_lookup(order_no: str) -> RedirectResponse:
-    return RedirectResponse("/lookup?" + urlencode({"order_no": order_no[:40]}), status_code=303)
+    """An order or pay link without a valid owner token (cut short, or opened on another device): the lookup
+    form, filled in, saying why it is asked for."""
+    return RedirectResponse("/lookup?" + urlencode({"order_no": order_no[:40], "verify": "1"}), status_code=303)
 
 
 # --- payment hand-off -------------------------------------------------------------------------------
@@ -348,8 +350,8 @@ async def pay_page(order_no: str, request: Request, ctx: AppContext = Depends(ge
         remaining = max(0, int((order.expires_at - ctx.clock.now()).total_seconds()))
         page = dict(
             order_no=canonical, display_no=display_order_no(canonical),
-            product={"name": product.name, "name_en": product.name_en or product.name,
-                     "kind_text": KIND_TEXT[product.kind]},
+            product={"name": product.name, "name_en": product.name_en or product.name, "kind": product.kind},
+            kind_text=KIND_TEXT[product.kind],
             quantity=order.quantity, amount=format_yuan(order.amount_fen),
             pay_type=(PAY_TYPES.get(order.pay_type, order.pay_type), PAY_TYPES_EN.get(order.pay_type, order.pay_type)),
             recharge_inputs=[(labels.get(k, {}), v) for k, v in (order.recharge_inputs or {}).items()],
@@ -453,7 +455,8 @@ async def lookup_page(request: Request):
     typed = request.query_params.get("order_no", "")[:40]
     canonical = normalize_order_no(typed)
     order_no = display_order_no(canonical) if canonical else typed
-    return _lookup_page(request, {"order_no": order_no, "by": "contact", "contact": ""})
+    return render(request, "lookup.html", switch_path="/lookup", form={"order_no": order_no, "by": "contact", "contact": ""},
+                  error_text="", verify=request.query_params.get("verify") == "1")
 
 
 @router.post("/lookup", response_class=HTMLResponse)

@@ -25,7 +25,7 @@ from zaima.realtime.publish import publish_after_commit
 from zaima.service import csat, queue, reports
 from zaima.web.chat import bearer
 from zaima.web.deps import get_ctx
-from zaima.web.pages import error_message, render
+from zaima.web.pages import error_message, render, service_facts
 
 router = APIRouter(tags=["chat"])
 # Per process, like the lookup limits: enough for a real customer, not for filling the queue with tickets.
@@ -141,7 +141,8 @@ async def _rate_page(request: Request, ctx: AppContext, token: str, *, rating: i
                   rating=rating, comment=comment, error_text=error)
 
 
-@router.get("/rate/{token}", response_class=HTMLResponse, include_in_schema=False)
+@router.get("/rate/{token}", response_class=HTMLResponse, include_in_schema=False,
+            dependencies=[Depends(service_facts)])
 async def rate_page(token: str, request: Request, ctx: AppContext = Depends(get_ctx)):
     # A GET never stores anything (mail scanners open links): the stars in the mail only preselect.
     preset = request.query_params.get("rating", "")
@@ -149,7 +150,8 @@ async def rate_page(token: str, request: Request, ctx: AppContext = Depends(get_
     return await _rate_page(request, ctx, token, rating=rating)
 
 
-@router.post("/rate/{token}", response_class=HTMLResponse, include_in_schema=False)
+@router.post("/rate/{token}", response_class=HTMLResponse, include_in_schema=False,
+             dependencies=[Depends(service_facts)])
 async def rate_submit(token: str, request: Request, ctx: AppContext = Depends(get_ctx)):
     data = await request.form()
     raw = str(data.get("rating", ""))

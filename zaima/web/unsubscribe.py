@@ -14,9 +14,9 @@ from zaima.context import AppContext
 from zaima.db import unit_of_work
 from zaima.service import mail
 from zaima.web.deps import get_ctx
-from zaima.web.pages import render
+from zaima.web.pages import render, service_facts
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(service_facts)])  # the footer's service hours
 
 
 def _page(request: Request, view: str, *, kind: str = "", token: str = "", status: int = 200) -> HTMLResponse:

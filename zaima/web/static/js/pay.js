@@ -1,6 +1,38 @@
 // Payment hand-off: countdown to expiry, 「我已付款」 (active payment check), and a quiet status poll
 // so the page moves on by itself when the payment lands (e.g. paid in another app).
 
+// 「我已付款」 on the pay page and on an unpaid order's page: ask the gateway now.
+const wireCheck = (checkButton) => {
+  const orderNo = checkButton.dataset.orderNo;
+  const result = checkButton.parentElement.querySelector("[data-check-result]");
+  checkButton.addEventListener("click", async () => {
+    checkButton.disabled = true;
+    result.textContent = checkButton.dataset.checking;
+    try {
+      const response = await fetch(`/api/v1/orders/${encodeURIComponent(orderNo)}/check-payment`, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { Accept: "application/json" },
+      });
+      const body = await response.json().catch(() => ({}));
+      if (!response.ok) {
+        const lang = document.documentElement.lang;
+        const error = body.error || {};
+        result.textContent = (lang === "en" ? error.message_en : error.message) || checkButton.dataset.failed;
+      } else if (body.status && body.status !== checkButton.dataset.status) {
+        window.location.reload(); // the pay page sends a paid order on to its order page
+        return;
+      } else {
+        result.textContent = checkButton.dataset.notPaid;
+      }
+    } catch (_) {
+      result.textContent = checkButton.dataset.failed;
+    }
+    checkButton.disabled = false;
+  });
+};
+document.querySelectorAll("[data-check-payment]").forEach(wireCheck);
+
 const card = document.querySelector(".pay-card");
 
 if (card) {
@@ -24,34 +56,6 @@ if (card) {
     setTimeout(tick, 1000);
   };
   tick();
-
-  const checkButton = card.querySelector("[data-check-payment]");
-  const result = card.querySelector("[data-check-result]");
-  checkButton.addEventListener("click", async () => {
-    checkButton.disabled = true;
-    result.textContent = checkButton.dataset.checking;
-    try {
-      const response = await fetch(`/api/v1/orders/${encodeURIComponent(orderNo)}/check-payment`, {
-        method: "POST",
-        credentials: "same-origin",
-        headers: { Accept: "application/json" },
-      });
-      const body = await response.json().catch(() => ({}));
-      if (!response.ok) {
-        const lang = document.documentElement.lang;
-        const error = body.error || {};
-        result.textContent = (lang === "en" ? error.message_en : error.message) || checkButton.dataset.failed;
-      } else if (body.status && body.status !== "pending_payment") {
-        window.location.reload(); // the page route sends a paid order to its order page
-        return;
-      } else {
-        result.textContent = checkButton.dataset.notPaid;
-      }
-    } catch (_) {
-      result.textContent = checkButton.dataset.failed;
-    }
-    checkButton.disabled = false;
-  });
 
   const poll = async () => {
     if (!document.hidden) {
