@@ -74,6 +74,13 @@ async def test_customer_and_agent_chat_live_with_order_panel(live_server, ctx, b
     await agent.locator("[data-testid=reply]").fill("您好，已为您核实，马上补发。")
     await agent.locator("[data-testid=send-reply]").click()
     await expect(messages).to_contain_text("马上补发")
+    # However long the conversation, the list scrolls inside the screen and the reply box stays in view.
+    await messages.evaluate("""m => { for (let i = 0; i < 60; i++) {
+        const d = document.createElement('div'); d.className = 'msg'; d.textContent = 'filler ' + i; m.appendChild(d); } }""")
+    send = await agent.locator("[data-testid=send-reply]").bounding_box()
+    viewport_height = agent.viewport_size["height"]
+    assert send["y"] + send["height"] <= viewport_height, (send, viewport_height)
+    await messages.evaluate("m => m.querySelectorAll('.msg').forEach((d, i) => { if (d.textContent.startsWith('filler')) d.remove(); })")
 
     # The customer sees the reply, with the agent's name.
     reply = panel.locator("[data-testid=widget-message][data-sender=agent]")
