@@ -391,10 +391,12 @@ NEXT_STEP: dict[str, tuple[str, str]] = {
                        "不想等待可以联系客服申请退款。",
                        "Your payment went through, but the item is out of stock. It is delivered automatically to "
                        "this page when restocked; no need to order again. Contact support if you prefer a refund."),
-    "delivery_failed": ("充值没有成功。系统会按售后规则自动退款或转人工处理，您无需重复下单；"
-                        "有疑问请联系客服。",
-                        "The recharge did not succeed. It is refunded automatically or handed to our staff under "
-                        "the after-sales policy; no need to order again. Contact support with any question."),
+    # A failed recharge the store refunds automatically is `refunded` by now; one still here waits for a person.
+    "delivery_failed": ("充值没有成功，这笔订单需要客服核实后为您退款或重新充值，钱不会丢。请点「联系客服」并说「退款」，"
+                        "客服会看到这笔订单；您无需重复下单。",
+                        "The recharge did not succeed. This order needs our staff to refund it or top up again; your "
+                        "money is safe. Tap “Contact support” and say “refund”: they will see this order. No need "
+                        "to order again."),
     "expired": ("订单超时未付款，已自动关闭。如果您其实已经付款，系统会自动识别并为您发货；"
                 "如有疑问请联系客服。需要购买请重新下单。",
                 "The order closed because it was not paid in time. If you did pay, the payment is recognised and "

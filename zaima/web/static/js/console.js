@@ -13,6 +13,8 @@ const STATUS_TEXT = {
 const ACTOR_TEXT = { customer: tr("客户", "customer"), bot: tr("机器人", "bot"), agent: tr("客服", "agent"),
   system: tr("系统", "system"), gateway: tr("支付网关", "gateway"), supplier: tr("供应商", "supplier") };
 const PAY_TEXT = { alipay: tr("支付宝", "Alipay"), wxpay: tr("微信支付", "WeChat Pay"), qqpay: tr("QQ 钱包", "QQ Wallet") };
+const KEY_STATUS_TEXT = { quarantined: tr("已作废（反馈异常）", "voided (reported bad)"), void: tr("已作废", "void"),
+  reserved: tr("已预留", "reserved"), available: tr("未售出", "available") };
 const VIA_TEXT = { notify: tr("异步通知", "notify"), query: tr("主动查询", "query"), manual: tr("人工", "manual") };
 const METHOD_TEXT = { stock: tr("库存发卡", "from stock"), supplier: tr("供应商直充", "supplier") };
 const RESULT_TEXT = { delivered: tr("已发货", "delivered"), partial: tr("部分发货", "partial"), short: tr("缺货", "short"),
@@ -323,7 +325,17 @@ function renderOrder() {
   if (o.keys && o.keys.length) {
     p.append(el("h4", null, tr("卡密（已打码）", "Keys (masked)")));
     const ul = el("ul", "keys");
-    o.keys.forEach((k) => { const li = el("li", null, k.masked + (k.status === "sold" ? "" : " · " + k.status)); li.dataset.keyId = k.id; ul.append(li); });
+    // Keys sent as replacements (the timeline's key_replaced entries name them) are marked as such.
+    const replacements = new Set((o.timeline || []).filter((e) => e.kind === "key_replaced" && e.data)
+      .map((e) => e.data.new_key_id));
+    o.keys.forEach((k) => {
+      const notes = [];
+      if (k.status !== "sold") notes.push(pickText(KEY_STATUS_TEXT, k.status));
+      if (replacements.has(k.id)) notes.push(tr("补发", "replacement"));
+      const li = el("li", null, [k.masked, ...notes].join(" · "));
+      li.dataset.keyId = k.id;
+      ul.append(li);
+    });
     const btn = el("button", "btn small", tr("查看完整卡密（会记录）", "Reveal keys (audited)"));
     btn.dataset.testid = "reveal-keys";
     btn.addEventListener("click", revealKeys);
