@@ -9,7 +9,7 @@ from playwright.async_api import expect
 
 from tests.conftest import make_settings
 from tests.e2e.conftest import console_login, open_chat_from_order_page
-from tests.store.helpers import make_order, make_product, notify_params
+from tests.store.helpers import add_stock, make_order, make_product, notify_params
 from tests.web.chat_helpers import make_agent
 from zaima.store import payments
 
@@ -47,5 +47,30 @@ async def test_bot_refunds_an_order_waiting_for_stock(live_server, ctx, browser,
     await expect(panel_order.locator("[data-testid=order-status]")).to_have_text("已退款")
     await expect(panel_order).to_contain_text("已退款 · 机器人")
     await agent.screenshot(path=str(artifacts / "desktop-console-bot.png"))
+    await customer_ctx.close()
+    await agent_ctx.close()
+
+
+async def test_bot_replaces_the_key_the_customer_names_and_the_console_marks_both(live_server, ctx, browser):
+    product = await make_product(ctx, sku="bot-e2e-keys", price_fen=1000)
+    await add_stock(ctx, product, ["E2E-KEY-AAAA-0001", "E2E-KEY-BBBB-0002", "E2E-KEY-CCCC-0003"])
+    order = await make_order(ctx, product, quantity=2, contact="buyer@example.com")
+    assert await payments.handle_notify(ctx, notify_params(order)) == "accepted"
+    await make_agent(ctx, "xiaomei", "xiaomei-pass-2026")
+
+    customer_ctx, customer, panel = await open_chat_from_order_page(browser, live_server, order)
+    await panel.locator("[data-testid=widget-input]").fill("第2张卡密兑换不了，提示无效")
+    await panel.locator("[data-testid=widget-send]").click()
+    bot = panel.locator("[data-testid=widget-message][data-sender=bot]")
+    await expect(bot.last).to_contain_text("已将第 2 张卡密（E2…0002）作废", timeout=15_000)
+    await expect(bot.last).to_contain_text("补发了新卡密（E2…0003）")
+
+    agent_ctx, agent = await console_login(browser, live_server.url, "xiaomei", "xiaomei-pass-2026")
+    await agent.locator("[data-testid=inbox-item]").first.click()
+    keys = agent.locator("[data-testid=order-panel] ul.keys li")
+    await expect(keys).to_have_count(3)
+    await expect(keys.nth(1)).to_contain_text("已作废（反馈异常）")
+    await expect(keys.nth(2)).to_contain_text("补发")
+    await expect(keys.nth(0)).not_to_contain_text("·")
     await customer_ctx.close()
     await agent_ctx.close()
