@@ -302,6 +302,12 @@ async def test_inbox_filters_order_previews_and_unread_counts(ctx, clock):
     await change(ctx, c_queued.id, lambda s, c: mark_read(s, c, "agent", 1))
     assert (await inbox(view="unassigned", status="queued"))[0].unread == 1
 
+    # A visitor who opened the chat and wrote nothing is left out until their first message.
+    silent = await make_conversation(ctx, customers[0])
+    assert silent.id not in [i.conversation.id for i in await inbox()]
+    await post(ctx, silent.id, Sender.customer(customers[0]), "你好")
+    assert (await inbox())[0].conversation.id == silent.id
+
     with pytest.raises(ValidationFailed):
         await inbox(view="mine")
     with pytest.raises(ValidationFailed):

@@ -26,7 +26,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.conversations import events as ev
@@ -314,6 +314,9 @@ async def list_inbox(session: AsyncSession, *, view: str = "all", staff_id: int 
         if unknown:
             raise ValidationFailed("未知的会话状态", f"unknown status {unknown[0]!r}", field="status")
         query = query.where(Conversation.status.in_(statuses))
+    # A visitor who opened the chat and has not written yet is not a conversation for agents: no row until
+    # their first message (the bot has it meanwhile).
+    query = query.where(or_(Conversation.status != "bot", Conversation.last_message_at.is_not(None)))
     activity = func.coalesce(Conversation.last_message_at, Conversation.created_at)
     query = query.order_by(activity.desc(), Conversation.id.desc())
     query = query.limit(max(1, min(limit, 200))).offset(max(0, offset))

@@ -166,6 +166,8 @@ async function loadInbox() {
 }
 
 function matchesFilter(c) {
+  // A visitor who opened the chat and wrote nothing is not a conversation yet (the server leaves them out too).
+  if (c.status === "bot" && !c.last_message && !c.last_message_at) return false;
   if (state.status && c.status !== state.status) return false;
   if (!state.status && c.status === "closed") return false;
   if (state.view === "mine") return c.assignee_id === ME.id;
