@@ -65,8 +65,8 @@ PRODUCTS = [
          usage_instructions="1. 登录 Steam 客户端，点击右上角用户名 →「账户明细」；\n"
                             "2. 选择「为您的 Steam 钱包充值」→「兑换 Steam 充值卡」；\n3. 输入充值码并确认。"),
     dict(sku="ys-60", kind="recharge", name="原神 60 创世结晶直充", name_en="Genshin Impact 60 Genesis Crystals",
-         price_fen=600, sort_order=3, description="填写 UID 与服务器，直充到账，一般 1–5 分钟。",
-         usage_instructions="充值成功后重新登录游戏即可在背包查看创世结晶。如 10 分钟未到账请联系客服。",
+         price_fen=600, sort_order=3, description="填写 UID 与服务器，直充到账，一般 10 分钟内。",
+         usage_instructions="充值成功后重新登录游戏即可在背包查看创世结晶；如仍看不到，请联系客服。",
          input_fields=[{"name": "uid", "label": "游戏 UID", "label_en": "Game UID", "pattern": r"[1-9]\d{8}",
                         "hint": "9 位数字，在游戏左下角"},
                        {"name": "server", "label": "服务器", "label_en": "Server", "options": ["天空岛", "世界树"]}],

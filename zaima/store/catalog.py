@@ -157,21 +157,22 @@ def validate_recharge_inputs(product: Product, inputs: dict | None) -> dict:
     for field in product.input_fields or []:
         name = field["name"]
         label = field.get("label") or name
+        label_en = field.get("label_en") or label  # the English message names the field as the form does
         value = str(inputs.get(name, "")).strip()
         if not value:
             if field.get("required", True):
-                raise ValidationFailed(f"请填写{label}", f"{name} is required", field=name)
+                raise ValidationFailed(f"请填写{label}", f"Enter the {label_en}", field=name)
             continue
         if len(value) > 100:
-            raise ValidationFailed(f"{label}太长", f"{name} is too long", field=name)
+            raise ValidationFailed(f"{label}太长", f"The {label_en} is too long", field=name)
         if not value.isprintable():
-            raise ValidationFailed(f"{label}含有无法识别的字符", f"{name} holds a control character", field=name)
+            raise ValidationFailed(f"{label}含有无法识别的字符", f"The {label_en} holds a control character", field=name)
         options = field.get("options")
         if options and value not in options:
-            raise ValidationFailed(f"{label}不在可选范围内", f"{name} is not one of the options", field=name)
+            raise ValidationFailed(f"{label}不在可选范围内", f"The {label_en} is not one of the options", field=name)
         if field.get("pattern") and not re.fullmatch(field["pattern"], value):
             hint = field.get("hint") or ""
-            raise ValidationFailed(f"{label}格式不正确{('：' + hint) if hint else ''}", f"{name} has the wrong format",
+            raise ValidationFailed(f"{label}格式不正确{('：' + hint) if hint else ''}", f"The {label_en} has the wrong format",
                                    field=name)
         clean[name] = value
     return clean

@@ -383,9 +383,9 @@ NEXT_STEP: dict[str, tuple[str, str]] = {
     "paid": ("已收到您的付款，系统正在自动发货，通常几秒内完成。本页会自动刷新，无需重复付款。",
              "We have your payment and are delivering it now, usually within seconds. This page refreshes "
              "by itself; do not pay again."),
-    "delivering": ("已提交充值，一般 1–5 分钟到账。本页会自动刷新；到账后状态会变为「已发货」。"
+    "delivering": ("已提交充值，一般 10 分钟内到账。本页会自动刷新；到账后状态会变为「已发货」。"
                    "如超过 30 分钟仍未到账，请联系客服。",
-                   "The recharge has been submitted and usually arrives in 1–5 minutes. This page refreshes "
+                   "The recharge has been submitted and usually arrives within 10 minutes. This page refreshes "
                    "by itself. If nothing arrives within 30 minutes, contact support."),
     "awaiting_stock": ("您已付款成功，但该商品暂时缺货。补货后系统会自动发货，卡密会显示在本页（无需重新下单）。"
                        "不想等待可以联系客服申请退款。",
