@@ -7,6 +7,9 @@ bodies in `zaima.web.json_guard`, socket frames in `zaima.web.socket_base`), so 
 - An integer outside the signed 64-bit range: no id, count or amount of ours is that large, and the
   database refuses to bind it.
 - Nesting deeper than Python's parser allows (it raises RecursionError, not a JSON error).
+
+And the other side of the same coin: `storable_text`, for text from another system (a gateway, a
+supplier) that must be kept whatever it holds.
 """
 
 from __future__ import annotations
