@@ -109,6 +109,10 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
     async def unstorable_value(request: Request, exc: Exception):
         if not is_unstorable_value(exc):
             raise exc  # a fault, not bad input: the server-error path logs it and answers 500
+        # Logged (type and place only: the database's message may quote the value), in case a value we built
+        # ourselves was the one that did not fit.
+        log.warning("request_value_unstorable", path=request.url.path, error=type(exc).__name__,
+                    sqlstate=getattr(getattr(exc, "orig", None), "sqlstate", None))
         zh, en = unstorable_message(exc)
         return JSONResponse({"error": {"code": "invalid_input", "message": f"请求内容有误：{zh}",
                                        "message_en": f"Invalid request: {en}"}}, status_code=422)

@@ -175,7 +175,7 @@ async def test_on_an_order_with_several_keys_the_bot_says_which_key_it_replaced(
                      for k in await session.scalars(select(CardKey).where(CardKey.order_id == order.id))}
     assert by_secret == {"MULTI-AAAA-0001": "sold", "MULTI-BBBB-0002": "quarantined", "MULTI-CCCC-0003": "sold"}
     said = await transcript(ctx, cid)
-    assert "已将第 2 张卡密（MU…0002）作废，并补发了新卡密（MU…0003）" in said
+    assert "已将第 2 张卡密（MU…02）作废，并补发了新卡密（MU…03）" in said
 
     other = await delivered_order(ctx, sku="bot-multi-2", secrets=("TAIL-AAAA-1111", "TAIL-BBBB-2222"),
                                   extra=("TAIL-CCCC-3333",))

@@ -62,8 +62,8 @@ async def test_bot_replaces_the_key_the_customer_names_and_the_console_marks_bot
     await panel.locator("[data-testid=widget-input]").fill("第2张卡密兑换不了，提示无效")
     await panel.locator("[data-testid=widget-send]").click()
     bot = panel.locator("[data-testid=widget-message][data-sender=bot]")
-    await expect(bot.last).to_contain_text("已将第 2 张卡密（E2…0002）作废", timeout=15_000)
-    await expect(bot.last).to_contain_text("补发了新卡密（E2…0003）")
+    await expect(bot.last).to_contain_text("已将第 2 张卡密（E2…02）作废", timeout=15_000)
+    await expect(bot.last).to_contain_text("补发了新卡密（E2…03）")
 
     agent_ctx, agent = await console_login(browser, live_server.url, "xiaomei", "xiaomei-pass-2026")
     await agent.locator("[data-testid=inbox-item]").first.click()

@@ -282,6 +282,8 @@ async def test_survey_mail_can_be_unsubscribed_by_link_or_one_click(mail_ctx, ma
     [received] = smtp_server.messages
     header = received.message["List-Unsubscribe"]
     assert received.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    # On the wire as the plain <URL> a mail client looks for (RFC 2369: no encoded words, no folding in it).
+    assert f"List-Unsubscribe: {header}\r\n".encode() in received.raw, received.raw[:800]
     link = re.fullmatch(r"<http://\S+(/mail/unsubscribe/\S+)>", header)
     assert link, header
     path = link.group(1)

@@ -20,6 +20,7 @@ from tests.service.helpers import make_agent
 from tests.store.helpers import add_stock, make_order, make_product
 from tests.web.chat_helpers import Client, agent_login, customer_session, customer_socket, say, ws_url
 from tests.web.chat_helpers import make_agent as make_chat_agent
+from zaima.db import unit_of_work
 from zaima.models import KbArticle, Order, Product
 
 PASSWORD = "password-123"  # tests.service.helpers.make_agent's password
@@ -77,6 +78,8 @@ async def test_admin_input_that_would_break_the_storefront_is_refused(api, ctx):
 @pytest.mark.parametrize("pattern, words", [
     ("(a+)+b", "过于复杂"),  # 26 characters of input held the whole server for seconds, each one more doubled it
     ("(x|x)*y", "过于复杂"),
+    ("(a?){25}a{25}", "过于复杂"),  # 2^25 ways to place the optional a's
+    (r"\d*\d*\d*\d*\d*\d*x", "过于复杂"),  # 40 digits took seconds
     ("a{4294967296}", "格式规则无效"),
     ("(" * 500 + ")" * 500, "input_fields.0.pattern"),  # over 200 characters: the field is named
 ])
@@ -90,6 +93,9 @@ async def test_input_rules_that_could_hang_the_server_are_refused(api, ctx, patt
 async def test_ordinary_input_rules_still_work_and_control_characters_are_refused(api, ctx):
     body = {"sku": "rule-2", "kind": "recharge", "name": "n", "price": "1.00",
             "input_fields": [{"name": "uid", "label": "游戏 UID", "pattern": r"[1-9]\d{8}"},
+                             {"name": "code", "label": "兑换码", "pattern": r"([A-Z0-9]{4}-){3}[A-Z0-9]{4}",
+                              "required": False},
+                             {"name": "ip", "label": "IP", "pattern": r"(\d{1,3}\.){3}\d{1,3}", "required": False},
                              {"name": "area", "label": "区服", "pattern": r"(\d{3}-)?\d{2,4}", "required": False},
                              {"name": "note", "label": "备注", "required": False}]}
     assert (await api.post("/api/v1/admin/products", json=body, auth=ADMIN)).status_code == 201
@@ -109,6 +115,24 @@ async def test_control_characters_in_a_products_input_fields_and_totals_past_the
     order = {"sku": "big-1", "contact": "a@b.cc", "quantity": 1000}
     refused(await api.post("/api/v1/orders", json=order), 422, "订单金额超出上限")
     assert await count(ctx, Order) == 0
+
+
+async def test_a_stored_rule_an_older_version_accepted_does_not_block_other_edits(api, ctx):
+    product = await make_product(ctx, sku="old-rule", kind="recharge")
+    async with unit_of_work(ctx.sessions) as session:  # saved before the rule check existed
+        (await session.get(Product, product.id)).input_fields = [{"name": "uid", "pattern": "(a+)+b"}]
+    r = await api.patch("/api/v1/admin/products/old-rule", json={"price": "2.00", "active": False}, auth=ADMIN)
+    assert r.status_code == 200, r.text
+    refused(await api.patch("/api/v1/admin/products/old-rule", json={"input_fields": [
+        {"name": "uid", "pattern": "(a+)+b"}]}, auth=ADMIN), 422, "过于复杂")  # changing the rules checks them
+
+
+async def test_a_json_body_in_utf16_is_checked_like_utf8(client):
+    chat = (await client.post("/api/v1/chat/session", json={})).json()
+    body = raw({"round": 1, "rating": 5, "comment": LONE}).encode("utf-16")
+    r = await client.post(f"/api/v1/chat/conversations/{chat['conversation']['id']}/csat", content=body,
+                          headers={**JSON, "Authorization": f"Bearer {chat['customer_token']}"})
+    refused(r, 422, "代理项")
 
 
 async def test_a_product_field_cannot_be_patched_to_null_or_hold_nul(api, ctx):

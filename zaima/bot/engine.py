@@ -519,23 +519,19 @@ class Turn:
         if not keys:
             return None
         text = self.prepared.text
-        compact = _COMPACT.sub("", text).upper()
-        tails = []
-        for key in keys:
-            secret = (stock.reveal(self.ctx.box, key) or "").split(",")[0]
+        secrets = [(stock.reveal(self.ctx.box, key) or "").split(",")[0] for key in keys]
+        for key, secret in zip(keys, secrets, strict=True):
             if secret and secret in text:
                 return key
-            tail = _COMPACT.sub("", secret).upper()[-4:]
-            if len(tail) == 4 and tail in compact:
-                tails.append(key)
-        if len(tails) == 1:
-            return tails[0]
-        counted = _NTH_KEY.search(text)
+        counted = _NTH_KEY.search(text)  # an explicit place wins over four characters that may be a date
         if counted:
             n = _CN_DIGITS.get(counted.group(1)) or int(counted.group(1))
             if 1 <= n <= len(keys):
                 return keys[n - 1]
-        return keys[0]
+        compact = _COMPACT.sub("", text).upper()
+        tails = [key for key, secret in zip(keys, secrets, strict=True)
+                 if len(tail := _COMPACT.sub("", secret).upper()[-4:]) == 4 and tail in compact]
+        return tails[0] if len(tails) == 1 else keys[0]
 
     async def payment_issue(self, facts: OrderFacts) -> None:
         if self.recovered or facts.status not in ("pending_payment", "expired", "delivered"):

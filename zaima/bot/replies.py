@@ -105,10 +105,11 @@ def refund_policy(facts) -> str:
 
 
 def key_hint(secret: str) -> str:
-    """A key as the customer can recognise it without the chat showing it whole: its first two and last four
-    characters (the last four are what they are asked to quote)."""
-    code = secret.split(",")[0]
-    return f"{code[:2]}…{code[-4:]}" if len(code) > 8 else "*" * len(code)
+    """A key as the customer can recognise it on the order page, masked as the console masks it (first two and
+    last two characters): the chat transcript is read by staff, and the new key is unused. For an account
+    (`user----password`) only the account part is hinted, never the password."""
+    code = secret.split("----")[0].split(",")[0]
+    return f"{code[:2]}…{code[-2:]}" if len(code) > 6 else "*" * len(code)
 
 
 def replaced(facts, link: str, which: tuple[int, str, str] | None = None) -> str:

@@ -66,6 +66,13 @@ def problem_in_raw(raw: str | bytes) -> str | None:
     """The problem of a raw JSON document, or None (also None when it is not valid JSON at all: that is
     for the caller's parser to say)."""
     is_bytes = isinstance(raw, bytes)
+    if is_bytes and raw:
+        encoding = json.detect_encoding(raw)  # what json.loads will read it as: UTF-16/32 hide from a byte scan
+        if encoding != "utf-8":
+            try:
+                raw, is_bytes = raw.decode(encoding, "surrogatepass"), False
+            except UnicodeDecodeError:
+                return None  # not JSON: the parser will say so
     suspect = (_SUSPECT_BYTES if is_bytes else _SUSPECT_TEXT).search(raw) is not None
     if not suspect:
         brackets = raw.count(b"[" if is_bytes else "[") + raw.count(b"{" if is_bytes else "{")

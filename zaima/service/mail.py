@@ -109,9 +109,15 @@ async def send_mail(settings, to: str, subject: str, text: str, html: str | None
         message = build_message(settings, to, subject, text, html, headers=headers)
     except (ValueError, TypeError) as exc:  # a malformed header value: retrying will not fix it
         raise MailError(f"malformed message: {exc}") from exc
+    # Flattened here, with the 998-character line limit of RFC 5322 rather than the 78 of the email package:
+    # at 78 a header with no space to fold at (List-Unsubscribe's long <URL>) is turned into RFC 2047 encoded
+    # words, which that header may not contain, and mail clients would not find the URL.
+    raw = message.as_bytes(policy=message.policy.clone(max_line_length=998))
     try:
         await aiosmtplib.send(
-            message,
+            raw,
+            sender=parseaddr(settings.smtp_from)[1],
+            recipients=[to.strip()],
             hostname=settings.smtp_host,
             port=settings.smtp_port,
             username=settings.smtp_username or None,

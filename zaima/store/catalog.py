@@ -25,26 +25,43 @@ PRODUCT_FIELDS = (
 )
 
 
-def _nested_repeat(items, inside_repeat: bool = False) -> bool:
-    """Whether a parsed pattern repeats something that itself repeats or branches: the shape (`(a+)+`,
-    `(a|a)*`) whose backtracking grows exponentially with the input."""
+_INF = float("inf")
+_MAX_WAYS = 10_000  # how many ways a rule may split one input before it counts as runaway backtracking
+
+
+def _runaway(items, times: float = 1) -> bool:
+    """Whether a parsed pattern can backtrack without bound: a part of variable length (or a choice, `|`)
+    inside a repetition, where the ways to split the input multiply per repetition — `(a+)+`, `(a|a)*`,
+    `(a?){25}` — or more than three unbounded repeats in one rule (`\\d*\\d*\\d*\\d*x`). `times` is how often
+    the enclosing repetitions may repeat this part. Fixed-length parts repeated a fixed or small number of
+    times (`([A-Z0-9]{4}-){3}`, `(\\d{1,3}\\.){3}`) are fine."""
+    unbounded = 0
     for op, av in items:
         name = str(op)
         if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-            _, hi, sub = av
-            repeats = hi == sre_constants.MAXREPEAT or hi > 1
-            if (repeats and inside_repeat) or _nested_repeat(sub, inside_repeat or repeats):
+            lo, hi, sub = av
+            high = _INF if hi == sre_constants.MAXREPEAT else hi
+            unbounded += high == _INF
+            if lo != hi and times > 1 and (high == _INF or times == _INF or (high - lo + 1) ** times > _MAX_WAYS):
+                return True
+            if _runaway(sub, times * high):
                 return True
         elif name == "BRANCH":
-            if inside_repeat or any(_nested_repeat(branch, inside_repeat) for branch in av[1]):
+            branches = av[1]
+            if times > 1 and (times == _INF or len(branches) ** times > _MAX_WAYS):
                 return True
-        elif name in ("SUBPATTERN", "ATOMIC_GROUP", "ASSERT", "ASSERT_NOT"):
-            if _nested_repeat(av[-1] if name != "ATOMIC_GROUP" else av, inside_repeat):
+            if any(_runaway(branch, times) for branch in branches):
+                return True
+        elif name in ("SUBPATTERN", "ASSERT", "ASSERT_NOT"):
+            if _runaway(av[-1], times):
+                return True
+        elif name == "ATOMIC_GROUP":
+            if _runaway(av, times):
                 return True
         elif name == "GROUPREF_EXISTS":
-            if any(b is not None and _nested_repeat(b, inside_repeat) for b in av[1:]):
+            if any(b is not None and _runaway(b, times) for b in av[1:]):
                 return True
-    return False
+    return unbounded > 3
 
 
 def _check_pattern(name: str, pattern) -> None:
@@ -58,13 +75,15 @@ def _check_pattern(name: str, pattern) -> None:
         re.compile(pattern)
     except (re.error, OverflowError, RecursionError) as exc:
         raise ValidationFailed(f"输入项 {name} 的格式规则无效", "invalid field pattern") from exc
-    if _nested_repeat(parsed):
+    if _runaway(parsed):
         raise ValidationFailed(
-            f"输入项 {name} 的格式规则过于复杂：重复的部分里不能再有重复或「|」，例如把 (a+)+ 写成 a+，把 (a|b)+ 写成 [ab]+",
-            "the field pattern repeats a group that itself repeats or branches; write (a+)+ as a+, (a|b)+ as [ab]+")
+            f"输入项 {name} 的格式规则过于复杂，可能让服务器长时间卡住：重复的部分里不要再有长度可变的重复或「|」，"
+            "例如把 (a+)+ 写成 a+，把 (a|b)+ 写成 [ab]+",
+            "the field pattern could backtrack for a very long time: do not repeat a part that itself varies in "
+            "length or branches; write (a+)+ as a+, (a|b)+ as [ab]+")
 
 
-def _check_product(values: dict) -> None:
+def _check_product(values: dict, check_patterns: bool = True) -> None:
     for key in TEXT_FIELDS:
         if "\x00" in (values.get(key) or ""):  # PostgreSQL text cannot hold NUL; no product name needs it
             raise ValidationFailed(f"「{key}」含有无法保存的空字符（NUL）", f"{key} contains a NUL character", field=key)
@@ -86,7 +105,7 @@ def _check_product(values: dict) -> None:
         if not all(isinstance(t, str) and t.isprintable() for t in texts):
             raise ValidationFailed(f"输入项 {field['name']} 的名称、提示或选项含有控制字符（如空字符）",
                                    f"input field {field['name']}: a label, hint or option holds a control character")
-        if field.get("pattern"):
+        if field.get("pattern") and check_patterns:
             _check_pattern(field["name"], field["pattern"])
     if values.get("kind") == "recharge" and not values.get("input_fields"):
         raise ValidationFailed("直充商品必须声明需要买家填写的信息（如游戏UID）",
@@ -113,7 +132,9 @@ async def update_product(session: AsyncSession, product: Product, **values) -> P
         if value is None and key not in NULLABLE_FIELDS:
             raise ValidationFailed(f"「{key}」不能设为空（null）", f"{key} cannot be null", field=key)
     merged = {f: getattr(product, f) for f in PRODUCT_FIELDS} | changes
-    _check_product(merged)
+    # The stored rules were accepted when they were saved: an edit of the price or the name must not fail
+    # on a rule an older version accepted; they are checked again only when they change.
+    _check_product(merged, check_patterns="input_fields" in changes)
     for key, value in changes.items():
         setattr(product, key, value)
     await session.flush()

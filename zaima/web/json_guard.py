@@ -1,7 +1,7 @@
 """Refuses JSON request bodies that no endpoint could store or answer (see zaima.core.jsoncheck) with the
 same 422 a validation error gets, before any route sees them. A pure ASGI wrapper: only requests whose
-content type is JSON are buffered (they are small: the body limit applies before this), and the body is
-parsed here only when a cheap scan of its bytes finds something suspect."""
+content type is JSON are buffered (the route would read them whole anyway), at most MAX_JSON_BYTES (a
+larger one gets 413), and the body is parsed here only when a cheap scan of it finds something suspect."""
 
 from __future__ import annotations
 
@@ -18,6 +18,17 @@ def _is_json(scope) -> bool:
     return False
 
 
+MAX_JSON_BYTES = 8 * 1024 * 1024  # our largest JSON bodies (knowledge-base imports) are far smaller
+
+
+async def _refuse(send, status: int, code: str, message: tuple[str, str]) -> None:
+    body = json.dumps({"error": {"code": code, "message": message[0], "message_en": message[1]}},
+                      ensure_ascii=False).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 class JsonGuard:
     def __init__(self, app):
         self.app = app
@@ -25,25 +36,22 @@ class JsonGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS") or not _is_json(scope):
             return await self.app(scope, receive, send)
-        messages, chunks = [], []
+        messages, chunks, size = [], [], 0
         while True:
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request":
                 break
             chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > MAX_JSON_BYTES:
+                return await _refuse(send, 413, "too_large", ("请求内容太大", "The request is too large"))
             if not message.get("more_body", False):
                 break
         problem = problem_in_raw(b"".join(chunks))
         if problem is not None:
             zh, en = PROBLEMS[problem]
-            body = json.dumps({"error": {"code": "invalid_input", "message": f"请求内容有误：{zh}",
-                                         "message_en": f"Invalid request: {en}"}}, ensure_ascii=False).encode()
-            await send({"type": "http.response.start", "status": 422,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
-            return None
+            return await _refuse(send, 422, "invalid_input", (f"请求内容有误：{zh}", f"Invalid request: {en}"))
 
         async def replay():
             return messages.pop(0) if messages else await receive()
