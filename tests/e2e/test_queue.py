@@ -69,7 +69,7 @@ async def test_queue_position_assignment_reply_and_five_stars(live_server, ctx, 
 
     # An agent logs in (online): they take the customer ahead, and our customer moves up, live.
     agent_ctx, agent = await console_login(browser, live_server.url, "xiaomei", "password-123")
-    await expect(position).to_contain_text("下一位就是你", timeout=10_000)
+    await expect(position).to_contain_text("下一位就是您", timeout=10_000)
     await expect(panel.locator("[data-testid=widget-queue-wait]")).not_to_contain_text("16 分钟")
     async with unit_of_work(ctx.sessions) as session:
         assert (await session.get(Conversation, waiting.id)).assignee_id == helper.id

@@ -127,7 +127,7 @@ async def test_report_from_the_order_page_becomes_a_ticket_and_is_rated(live_ser
     await expect(first).to_contain_text(DESCRIPTION)
     await expect(panel.locator("[data-testid=widget-image-thumb]")).to_be_visible()
     queue_card = panel.locator("[data-testid=widget-queue]")
-    await expect(queue_card).to_contain_text("排队中：下一位就是你")
+    await expect(queue_card).to_contain_text("排队中：下一位就是您")
     notice = queue_card.locator("[data-testid=widget-queue-notice]")
     await expect(notice).to_contain_text("现在是非服务时间，人工客服将于 明天 09:00 上线")
     await expect(notice).to_contain_text(f"工单号 {ticket.ticket_no}，我们会在 明天 ")
@@ -163,7 +163,7 @@ async def test_report_from_the_order_page_becomes_a_ticket_and_is_rated(live_ser
     await card.locator("[data-testid=widget-csat-comment]").fill("很快就补发了，谢谢！")
     await snap(page, "csat-card", artifacts)
     await card.locator("[data-testid=widget-csat-submit]").click()
-    await expect(card).to_contain_text("感谢你的评价")
+    await expect(card).to_contain_text("感谢您的评价")
     await snap(page, "csat-thanks", artifacts)
     async with ctx.sessions() as session:
         rating = await session.scalar(select(CsatRating))

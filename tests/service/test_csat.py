@@ -232,9 +232,9 @@ async def test_email_survey_link_opens_a_page_that_stores_the_stars(mail_ctx, ma
     bad = await http.post(path, data={"rating": "9"})
     assert bad.status_code == 422 and "请选择 1–5 星的评分" in bad.text
     done = await http.post(path, data={"rating": "4", "comment": "处理得很耐心"})
-    assert done.status_code == 200 and "感谢你的评价" in done.text and "处理得很耐心" in done.text
+    assert done.status_code == 200 and "感谢您的评价" in done.text and "处理得很耐心" in done.text
     again = await http.post(path, data={"rating": "1"})
-    assert "感谢你的评价" in again.text
+    assert "感谢您的评价" in again.text
     async with ctx.sessions() as session:
         [stored] = list(await session.scalars(select(CsatRating)))
     assert (stored.rating, stored.channel, stored.comment) == (4, "email", "处理得很耐心")

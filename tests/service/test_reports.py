@@ -248,7 +248,7 @@ async def test_submit_report_service_returns_conversation_and_events(ctx):
         assert kinds.count("message") == 3 and "conversation" in kinds  # the report, its screenshot, the receipt
         bodies = [e.payload["message"]["body"] for e in events
                   if e.topic == f"conv:{conversation.id}" and e.payload["type"] == "message"]
-        assert bodies[-1].startswith(f"已收到你的问题反馈，工单号 {conversation.ticket_no}")
+        assert bodies[-1].startswith(f"已收到您的问题反馈，工单号 {conversation.ticket_no}")
     assert reports.priority_for("payment_problem") == "high" and reports.priority_for("other") == "normal"
 
 

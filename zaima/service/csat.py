@@ -114,7 +114,7 @@ async def queue_survey(session: AsyncSession, ctx, conversation: Conversation, t
     ticket = conversation.ticket_no
     stop_url = mail.unsubscribe_url(ctx, to, "survey")
     subject = f"请为本次服务打分 · 工单 {ticket} / Rate our service"
-    text = (f"你好，\n\n你的工单 {ticket} 已处理完毕。请花 10 秒为本次服务打分（1–5 星）：\n{url}\n\n"
+    text = (f"您好，\n\n您的工单 {ticket} 已处理完毕。请花 10 秒为本次服务打分（1–5 星）：\n{url}\n\n"
             f"链接 {LINK_DAYS} 天内有效。如果问题还没有解决，直接回到客服会话留言即可，工单会重新打开。\n\n"
             f"Hello, your ticket {ticket} has been resolved. Please rate our service (1–5 stars):\n{url}\n\n"
             "If the problem is not solved, write to us in the chat again and the ticket reopens.\n\n"
@@ -122,7 +122,7 @@ async def queue_survey(session: AsyncSession, ctx, conversation: Conversation, t
     stars = "".join(
         f'<a href="{html.escape(url)}?rating={n}" style="font-size:28px;color:#f59f00;text-decoration:none;'
         f'padding:0 4px" title="{n} 星">{"★" * n}</a><br>' for n in range(5, 0, -1))
-    body = (f"<p>你好，</p><p>你的工单 <b>{html.escape(ticket)}</b> 已处理完毕。请为本次服务打分（1–5 星）：</p>"
+    body = (f"<p>您好，</p><p>您的工单 <b>{html.escape(ticket)}</b> 已处理完毕。请为本次服务打分（1–5 星）：</p>"
             f"<p>{stars}</p><p><a href=\"{html.escape(url)}\">打开评价页面</a>（{LINK_DAYS} 天内有效）</p>"
             "<p>如果问题还没有解决，直接回到客服会话留言即可，工单会重新打开。</p><hr>"
             f"<p>Your ticket {html.escape(ticket)} has been resolved. "

@@ -388,15 +388,15 @@ async def handoff_notice(session: AsyncSession, ctx, conversation: Conversation)
     if view is None:
         return ""
     mailed = f"客服回复后会发邮件通知到 {_mask_email(conversation.notify_email)}。" if conversation.notify_email else ""
-    reply_by = f"我们承诺在 {view['reply_by_text']} 前回复你。" if view["reply_by_text"] else ""
+    reply_by = f"我们承诺在 {view['reply_by_text']} 前回复您。" if view["reply_by_text"] else ""
     if not view["open_now"]:
         return f"\n现在是非服务时间，人工客服将于 {view['next_open_text']} 上线，{reply_by}{mailed}"
     if view["closing_soon"]:
-        return (f"\n今天的服务时间快结束了，可能轮不到你；人工客服将于 {view['next_open_text']} 再上线，"
+        return (f"\n今天的服务时间快结束了，可能轮不到您；人工客服将于 {view['next_open_text']} 再上线，"
                 f"{reply_by}{mailed}")
     if not view["agents_online"]:
         return f"\n目前暂无客服在线，{reply_by}{mailed}"
     ahead = view["position"] - 1
     wait = view["expected_wait_seconds"]
-    waiting = f"预计等待约 {max(1, round(wait / 60))} 分钟。" if wait else "马上为你接入。"
-    return f"\n你前面还有 {ahead} 位，{waiting}" if ahead else f"\n{waiting}"
+    waiting = f"预计等待约 {max(1, round(wait / 60))} 分钟。" if wait else "马上为您接入。"
+    return f"\n您前面还有 {ahead} 位，{waiting}" if ahead else f"\n{waiting}"

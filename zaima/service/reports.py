@@ -266,7 +266,7 @@ async def submit_report(session: AsyncSession, ctx, customer: Customer, order: O
     type_zh = PROBLEM_TYPES[form.problem_type][0]
     # Said in the conversation itself, so it survives the widget switching to this new ticket and a reload.
     events += (await post_message(session, ctx.clock, ctx.settings, conversation, Sender.system(),
-                                  f"已收到你的问题反馈，工单号 {conversation.ticket_no}。客服会按顺序处理，回复会显示在这里"
+                                  f"已收到您的问题反馈，工单号 {conversation.ticket_no}。客服会按顺序处理，回复会显示在这里"
                                   f"（之前的聊天记录仍保留在原来的会话里）。")).events
     events += await queue.hand_off(session, ctx, conversation, priority=priority_for(form.problem_type))
     if mail.is_email(values["contact"]):

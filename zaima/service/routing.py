@@ -60,7 +60,7 @@ async def assign_to(session: AsyncSession, ctx, conversation: Conversation, agen
     """Give a waiting conversation to `agent`: it leaves the queue, and the customer is told who took it."""
     events = await take(session, ctx, conversation, agent)
     posted = await post_message(session, ctx.clock, ctx.settings, conversation, Sender.system(),
-                                f"客服「{agent.display_name}」已接入，会尽快回复你。")
+                                f"客服「{agent.display_name}」已接入，会尽快回复您。")
     return events + posted.events
 
 

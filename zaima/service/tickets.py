@@ -112,9 +112,9 @@ async def _notify_reply(session: AsyncSession, ctx, conversation: Conversation, 
         token = order_access_token(ctx.settings.secret_key, order.order_no)
         link = f"{ctx.settings.base_url}/orders/{order.order_no}?t={token}"
     excerpt = body if len(body) <= 500 else body[:499] + "…"
-    text = (f"你好，\n\n你的工单 {conversation.ticket_no} 已有客服回复：\n\n{excerpt}\n\n"
+    text = (f"您好，\n\n您的工单 {conversation.ticket_no} 已有客服回复：\n\n{excerpt}\n\n"
             f"查看并继续对话：{link}\n\n— 在吗 客服\n\n"
             f"Hello, an agent has answered your ticket {conversation.ticket_no}. Continue here: {link}\n")
-    await mail.queue_mail(session, ctx, to=to, subject=f"你的工单 {conversation.ticket_no} 已有客服回复",
+    await mail.queue_mail(session, ctx, to=to, subject=f"您的工单 {conversation.ticket_no} 已有客服回复",
                           text=text, dedupe_key=f"reply-notice:{conversation.id}:{conversation.handoff_at}")
 

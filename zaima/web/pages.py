@@ -47,7 +47,7 @@ async def service_facts(request: Request) -> None:
         facts = {
             "hours": (describe_week(calendar), describe_week(calendar, "en")),
             "reply": (f"服务时间内一般 {minutes} 分钟内回复；非服务时间的留言会生成工单，在下一个服务时段按顺序处理，"
-                      "并告诉你最晚回复时间。",
+                      "并告诉您最晚回复时间。",
                       f"During service hours we usually reply within {minutes} minutes; messages left outside "
                       "them become tickets, answered in order when service opens, with a promised reply time."),
         }
