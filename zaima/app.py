@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from zaima import jobs
 from zaima.config import Settings
 from zaima.context import AppContext, build_context
-from zaima.core.errors import DomainError
+from zaima.core.errors import DomainError, error_body
 from zaima.core.ratelimit import RateLimiter
 from zaima.db import is_unstorable_value, unstorable_message
 from zaima.migrate import upgrade
@@ -114,8 +114,7 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
         log.warning("request_value_unstorable", path=request.url.path, error=type(exc).__name__,
                     sqlstate=getattr(getattr(exc, "orig", None), "sqlstate", None))
         zh, en = unstorable_message(exc)
-        return JSONResponse({"error": {"code": "invalid_input", "message": f"请求内容有误：{zh}",
-                                       "message_en": f"Invalid request: {en}"}}, status_code=422)
+        return JSONResponse(error_body("invalid_input", f"请求内容有误：{zh}", f"Invalid request: {en}"), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -128,8 +127,7 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
             await service_facts(request)  # the footer shows the store's real service hours
             return not_found(request)
         zh, en = HTTP_ERRORS.get(exc.status_code, ("请求无法处理", "The request cannot be handled"))
-        return JSONResponse({"error": {"code": HTTP_ERROR_CODES.get(exc.status_code, "http_error"),
-                                       "message": zh, "message_en": en}},
+        return JSONResponse(error_body(HTTP_ERROR_CODES.get(exc.status_code, "http_error"), zh, en),
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     app.add_exception_handler(OverflowError, unstorable_value)
@@ -140,8 +138,7 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
         zh, en = _validation_message(exc.errors())
         details = [{"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg")}
                    for e in exc.errors()[:20]]
-        return JSONResponse({"error": {"code": "invalid_input", "message": zh, "message_en": en,
-                                       "details": details}}, status_code=422)
+        return JSONResponse(error_body("invalid_input", zh, en, details=details), status_code=422)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz():

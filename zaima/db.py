@@ -21,6 +21,8 @@ from typing import TypeVar
 import aiosqlite
 import structlog
 from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -214,6 +216,14 @@ async def append_rows(session: AsyncSession, model: type[Base], rows: list[dict]
 
 async def append_row(session: AsyncSession, model: type[Base], **values) -> None:
     await append_rows(session, model, [values])
+
+
+def insert_ignoring_conflicts(dialect: str, model: type[Base], unique: list):
+    """`INSERT … ON CONFLICT (unique) DO NOTHING` for `model`, in the dialect's own syntax (SQLite and
+    PostgreSQL spell it the same, but SQLAlchemy builds it per dialect): a row that is already there is a
+    no-op, also when two transactions insert it at once."""
+    insert = sqlite_insert if dialect == "sqlite" else pg_insert
+    return insert(model).on_conflict_do_nothing(index_elements=unique)
 
 
 def on_commit(session: AsyncSession, callback: Callable[[], object]) -> None:

@@ -13,11 +13,9 @@ from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import bindparam, delete, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zaima.db import on_commit
+from zaima.db import insert_ignoring_conflicts, on_commit
 from zaima.models import Job
 
 log = structlog.get_logger("zaima.jobs")
@@ -71,8 +69,7 @@ async def enqueue_all(session: AsyncSession, ctx, jobs: list[Queued]) -> None:
 
 @functools.cache
 def _insert_jobs(dialect: str):
-    insert = sqlite_insert if dialect == "sqlite" else pg_insert
-    return insert(Job).on_conflict_do_nothing(index_elements=[Job.dedupe_key])
+    return insert_ignoring_conflicts(dialect, Job, [Job.dedupe_key])
 
 
 async def enqueue(session: AsyncSession, ctx, kind: str, payload: dict, run_at: datetime | None = None,

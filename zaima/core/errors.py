@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def error_body(code: str, message_zh: str, message_en: str, **extra) -> dict:
+    """The API's error shape, `{"error": {"code", "message", "message_en", …}}`, for every refusal."""
+    return {"error": {"code": code, "message": message_zh, "message_en": message_en, **extra}}
+
+
 class DomainError(Exception):
     code = "error"
     status = 400

@@ -18,11 +18,10 @@ from email.utils import format_datetime, make_msgid, parseaddr
 import aiosmtplib
 import structlog
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.core.signing import sign_token, verify_token
+from zaima.db import insert_ignoring_conflicts
 from zaima.jobs import enqueue, handler
 from zaima.models import Job, MailOptOut
 
@@ -141,8 +140,7 @@ def _marker_key(dedupe_key: str) -> str:
 
 
 def _insert_marker(dialect: str, **values):
-    insert = sqlite_insert if dialect == "sqlite" else pg_insert
-    return insert(Job).values(**values).on_conflict_do_nothing(index_elements=[Job.dedupe_key]).returning(Job.id)
+    return insert_ignoring_conflicts(dialect, Job, [Job.dedupe_key]).values(**values).returning(Job.id)
 
 
 # --- opting out ------------------------------------------------------------------------------------------------
@@ -190,11 +188,9 @@ async def opted_out(session: AsyncSession, digest: str, kind: str) -> bool:
 async def opt_out(session: AsyncSession, ctx, digest: str, kind: str, via: str) -> bool:
     """Record the opt-out; True if it is new, False if the address had already opted out (a repeat is a
     no-op, also when two arrive at once)."""
-    insert = sqlite_insert if session.bind.dialect.name == "sqlite" else pg_insert
     created = await session.scalar(
-        insert(MailOptOut).values(address_digest=digest, kind=kind, via=via, created_at=ctx.clock.now())
-        .on_conflict_do_nothing(index_elements=[MailOptOut.address_digest, MailOptOut.kind])
-        .returning(MailOptOut.id))
+        insert_ignoring_conflicts(session.bind.dialect.name, MailOptOut, [MailOptOut.address_digest, MailOptOut.kind])
+        .values(address_digest=digest, kind=kind, via=via, created_at=ctx.clock.now()).returning(MailOptOut.id))
     if created is not None:
         log.info("mail_opt_out", kind=kind, via=via)
     return created is not None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+from zaima.core.errors import error_body
 from zaima.core.jsoncheck import PROBLEMS, problem_in_raw
 
 
@@ -22,8 +23,7 @@ MAX_JSON_BYTES = 8 * 1024 * 1024  # our largest JSON bodies (knowledge-base impo
 
 
 async def _refuse(send, status: int, code: str, message: tuple[str, str]) -> None:
-    body = json.dumps({"error": {"code": code, "message": message[0], "message_en": message[1]}},
-                      ensure_ascii=False).encode()
+    body = json.dumps(error_body(code, *message), ensure_ascii=False).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

@@ -448,8 +448,9 @@ async def order_page(order_no: str, request: Request, ctx: AppContext = Depends(
 
 # --- guest lookup -----------------------------------------------------------------------------------
 
-def _lookup_page(request: Request, form: dict, error: str = "", status: int = 200) -> HTMLResponse:
-    return render(request, "lookup.html", status=status, switch_path="/lookup", form=form, error_text=error)
+def _lookup_page(request: Request, form: dict, error: str = "", status: int = 200, verify: bool = False) -> HTMLResponse:
+    return render(request, "lookup.html", status=status, switch_path="/lookup", form=form, error_text=error,
+                  verify=verify)
 
 
 @router.get("/lookup", response_class=HTMLResponse)
@@ -457,8 +458,8 @@ async def lookup_page(request: Request):
     typed = request.query_params.get("order_no", "")[:40]
     canonical = normalize_order_no(typed)
     order_no = display_order_no(canonical) if canonical else typed
-    return render(request, "lookup.html", switch_path="/lookup", form={"order_no": order_no, "by": "contact", "contact": ""},
-                  error_text="", verify=request.query_params.get("verify") == "1")
+    return _lookup_page(request, {"order_no": order_no, "by": "contact", "contact": ""},
+                        verify=request.query_params.get("verify") == "1")
 
 
 @router.post("/lookup", response_class=HTMLResponse)
