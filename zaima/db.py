@@ -30,6 +30,8 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.types import TypeDecorator
 
+from zaima import sql
+
 T = TypeVar("T")
 
 NAMING = {
@@ -201,17 +203,12 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=True)
 
 
-_APPEND: dict[type, object] = {}
-
-
 async def append_rows(session: AsyncSession, model: type[Base], rows: list[dict]) -> None:
     """INSERT rows of an append-only record (audit entries, delivery attempts, notifications) now, in one
-    statement built once per table: no ORM objects and no unit-of-work bookkeeping at flush, for rows
-    nothing in the transaction reads back as objects. Column defaults apply as with the ORM."""
-    statement = _APPEND.get(model)
-    if statement is None:
-        statement = _APPEND[model] = model.__table__.insert()
-    await session.execute(statement, rows[0] if len(rows) == 1 else rows)
+    driver call with a statement prepared once per table (`zaima.sql`): no ORM objects and no unit-of-work
+    bookkeeping at flush, for rows nothing in the transaction reads back as objects. Column defaults apply
+    as with the ORM."""
+    await sql.insert_rows(session, model.__table__, rows)
 
 
 async def append_row(session: AsyncSession, model: type[Base], **values) -> None:

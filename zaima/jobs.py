@@ -15,6 +15,7 @@ import structlog
 from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zaima import sql
 from zaima.db import insert_ignoring_conflicts, on_commit
 from zaima.models import Job
 
@@ -61,15 +62,16 @@ async def enqueue_all(session: AsyncSession, ctx, jobs: list[Queued]) -> None:
     now = ctx.clock.now()
     rows = [dict(kind=j.kind, payload=j.payload, dedupe_key=j.dedupe_key, status="pending", run_at=j.run_at or now,
                  attempts=0, created_at=now, last_error="") for j in jobs]
-    # One constant statement with the rows as parameters: compiled once, cached, sent as one batch.
-    await session.execute(_insert_jobs(session.bind.dialect.name), rows)
+    # One constant statement with the rows as parameters: compiled once, sent as one batch.
+    await sql.execute_many(session, _INSERT_JOBS, rows)
     if any((j.run_at or now) <= now for j in jobs):
         on_commit(session, ctx.wake_worker)
 
 
-@functools.cache
-def _insert_jobs(dialect: str):
-    return insert_ignoring_conflicts(dialect, Job, [Job.dedupe_key])
+_JOB_COLUMNS = ("kind", "payload", "dedupe_key", "status", "run_at", "attempts", "created_at", "last_error")
+_INSERT_JOBS = sql.per_dialect(**{
+    dialect: insert_ignoring_conflicts(dialect, Job, [Job.dedupe_key]).values({c: bindparam(c) for c in _JOB_COLUMNS})
+    for dialect in ("sqlite", "postgresql")})
 
 
 async def enqueue(session: AsyncSession, ctx, kind: str, payload: dict, run_at: datetime | None = None,
@@ -77,12 +79,15 @@ async def enqueue(session: AsyncSession, ctx, kind: str, payload: dict, run_at: 
     await enqueue_all(session, ctx, [Queued(kind, payload, run_at, dedupe_key)])
 
 
-_CANCEL = delete(Job).where(Job.dedupe_key.in_(bindparam("keys", expanding=True)), Job.status == "pending")
+@functools.cache
+def _cancel(count: int) -> sql.Prepared:
+    return sql.Prepared(delete(Job).where(or_(*(Job.dedupe_key == bindparam(f"key{i}") for i in range(count))),
+                                          Job.status == "pending"))
 
 
 async def cancel(session: AsyncSession, *dedupe_keys: str) -> None:
     """Drop queued jobs that became pointless (e.g. payment re-query once the order is paid)."""
-    await session.execute(_CANCEL, {"keys": list(dedupe_keys)})
+    await sql.execute(session, _cancel(len(dedupe_keys)), **{f"key{i}": k for i, k in enumerate(dedupe_keys)})
 
 
 async def _claim(ctx, job_id: int) -> datetime | None:

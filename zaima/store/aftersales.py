@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zaima import sql
 from zaima.core.audit import Actor
-from zaima.models import CardKey, Order, OrderEvent
+from zaima.models import CardKey, OrderEvent
 from zaima.store import stock, timeline
 
 
@@ -19,11 +20,17 @@ class Replacement:
     new_key_id: int | None  # None: no stock for a replacement (the old key is quarantined anyway)
 
 
-async def quarantine(session: AsyncSession, order: Order, key: CardKey, actor: Actor, reason: str, now) -> None:
-    if key.status in ("quarantined", "void"):
+_QUARANTINE = sql.Prepared(update(CardKey).where(CardKey.id == bindparam("key_id"),
+                                                  CardKey.status != "quarantined", CardKey.status != "void")
+                           .values(status="quarantined", status_reason=bindparam("reason")))
+
+
+async def quarantine(session: AsyncSession, order, key: CardKey | stock.CardKeyRow, actor: Actor, reason: str,
+                     now) -> None:
+    """Mark a key reported invalid (compare-and-set: a key already quarantined or void stays as it is)."""
+    if not await sql.execute(session, _QUARANTINE, key_id=key.id, reason=reason[:300]):
         return
-    key.status = "quarantined"
-    key.status_reason = reason[:300]
+    sql.assign(key, status="quarantined", status_reason=reason[:300])
     await timeline.record(session, order, "key_quarantined", actor, now, reason=reason, key_id=key.id)
 
 
@@ -32,7 +39,7 @@ async def times_replaced(session: AsyncSession, order_id: int) -> int:
         OrderEvent.order_id == order_id, OrderEvent.kind == "key_replaced")) or 0
 
 
-async def replace_key(session: AsyncSession, order: Order, key: CardKey, actor: Actor, reason: str,
+async def replace_key(session: AsyncSession, order, key: CardKey | stock.CardKeyRow, actor: Actor, reason: str,
                       now) -> Replacement:
     """Quarantine `key` (sold to `order`) and sell the order one fresh key from stock, compare-and-set
     like any sale. Without stock the old key stays quarantined and new_key_id is None."""

@@ -73,7 +73,7 @@ def checkout_links(ctx: AppContext, order, product_name: str) -> dict:
 
 async def place_order(ctx: AppContext, body: OrderCreate, ip: str) -> tuple[object, dict]:
     async with unit_of_work(ctx.sessions) as session:
-        product = await catalog.get_product(session, body.sku, active_only=True)
+        product = await catalog.product_on_sale(session, body.sku)
         order = await orders.create_order(session, ctx, product, body.quantity, body.contact, body.query_password,
                                           body.inputs, body.pay_type, ip)
         name = product.name
@@ -101,7 +101,7 @@ async def get_order(order_no: str, request: Request, ctx: AppContext = Depends(g
         order, product = await orders.order_and_product(session, canonical)
         if order is None:
             raise orders.OrderNotFound()
-        return await order_view(session, ctx, order, reveal_keys=True)  # the view finds `product` loaded
+        return await order_view(session, ctx, order, reveal_keys=True, product=product)
 
 
 def check_lookup_rate(request: Request, order_no: str) -> None:

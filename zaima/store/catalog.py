@@ -9,6 +9,7 @@ import re._parser as sre_parse
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zaima import sql
 from zaima.core.errors import Conflict, NotFound, ValidationFailed
 from zaima.models import CardKey, Product
 from zaima.models.catalog import PRODUCT_KINDS
@@ -141,7 +142,14 @@ async def update_product(session: AsyncSession, product: Product, **values) -> P
     return product
 
 
-_BY_SKU = select(Product).where(Product.sku == bindparam("sku"))  # built once: the checkout's first read
+_BY_SKU = select(Product).where(Product.sku == bindparam("sku"))  # built once
+ProductRow = sql.row_type(Product)  # a product as the order hot paths read it (see zaima.sql)
+_ROW_BY_SKU = sql.Prepared(select(*Product.__table__.columns).where(Product.sku == bindparam("sku")))
+
+
+class ProductNotFound(NotFound):
+    message_zh = "商品不存在或已下架"
+    message_en = "Product not found"
 
 
 async def get_product(session: AsyncSession, sku: str, active_only: bool = False) -> Product:
@@ -150,7 +158,16 @@ async def get_product(session: AsyncSession, sku: str, active_only: bool = False
     if SKU_PATTERN.fullmatch(sku or ""):
         product = await session.scalar(_BY_SKU, {"sku": sku})
     if product is None or (active_only and not product.active):
-        raise NotFound("商品不存在或已下架", "Product not found")
+        raise ProductNotFound()
+    return product
+
+
+async def product_on_sale(session: AsyncSession, sku: str) -> ProductRow:
+    """The product a checkout buys, as a row (the checkout only reads it)."""
+    row = await sql.fetch_one(session, _ROW_BY_SKU, sku=sku) if SKU_PATTERN.fullmatch(sku or "") else None
+    product = ProductRow.of(row) if row is not None else None
+    if product is None or not product.active:
+        raise ProductNotFound()
     return product
 
 

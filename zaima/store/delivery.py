@@ -17,16 +17,17 @@ from zaima.store import stock, timeline
 from zaima.store.orders import transition
 
 
-async def deliver(session: AsyncSession, ctx, order: Order, actor: Actor = SYSTEM) -> None:
-    """Start delivery of a paid order (status `paid`)."""
-    product = await session.get(Product, order.product_id)
+async def deliver(session: AsyncSession, ctx, order, actor: Actor = SYSTEM, product=None) -> None:
+    """Start delivery of a paid order (status `paid`). The order's own changes are the caller's to write
+    (`orders.save`, or the flush of an ORM order); `product` is the order's, when the caller has it."""
+    product = product or await session.get(Product, order.product_id)
     if product.is_stocked:
         await deliver_from_stock(session, ctx, order, actor)
     else:
         await start_recharge(session, ctx, order, product)
 
 
-async def deliver_from_stock(session: AsyncSession, ctx, order: Order, actor: Actor = SYSTEM) -> int:
+async def deliver_from_stock(session: AsyncSession, ctx, order, actor: Actor = SYSTEM) -> int:
     now = ctx.clock.now()
     need = order.undelivered_quantity
     if need <= 0:
@@ -78,7 +79,7 @@ async def fulfil_backorders_job(ctx, payload: dict) -> None:
     await ctx.transact(lambda session: fulfil_backorders(session, ctx, payload["product_id"]))
 
 
-async def start_recharge(session: AsyncSession, ctx, order: Order, product: Product) -> None:
+async def start_recharge(session: AsyncSession, ctx, order, product) -> None:
     now = ctx.clock.now()
     transition(order, "delivering")
     attempt_no = 1 + len(list(await session.scalars(select(SupplierOrder.id).where(SupplierOrder.order_id == order.id))))

@@ -6,9 +6,11 @@ import re
 import unicodedata
 from datetime import timedelta
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
+from zaima import sql
 from zaima.core.audit import CUSTOMER, SYSTEM
 from zaima.core.errors import Conflict, NotFound, ValidationFailed
 from zaima.core.ids import new_order_no, normalize_order_no
@@ -16,7 +18,7 @@ from zaima.core.passwords import hash_password, verify_password
 from zaima.jobs import Queued, enqueue_all
 from zaima.models import Order, Product
 from zaima.store import stock, timeline
-from zaima.store.catalog import MAX_AMOUNT_FEN, validate_recharge_inputs
+from zaima.store.catalog import MAX_AMOUNT_FEN, ProductRow, validate_recharge_inputs
 from zaima.store.epay import PAY_TYPES
 
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
@@ -39,6 +41,50 @@ TRANSITIONS: dict[str, set[str]] = {
 
 class InvalidTransition(Conflict):
     code = "invalid_transition"
+
+
+# The order's hot paths (create, notify, read) work on `OrderRow`s read and written with `zaima.sql`; the
+# rest of the code loads ORM `Order`s. Both have the same attributes, and the rules here accept either.
+OrderRow = sql.row_type(Order)
+_ORDER_COLUMNS = tuple(Order.__table__.columns)
+_INSERT_ORDER: dict[frozenset, sql.Prepared] = {}
+_UPDATE_ORDER: dict[frozenset, sql.Prepared] = {}
+
+
+def _insert_order(columns: frozenset) -> sql.Prepared:
+    found = _INSERT_ORDER.get(columns)
+    if found is None:
+        found = _INSERT_ORDER[columns] = sql.Prepared(
+            insert(Order).values({c: bindparam(c) for c in sorted(columns)}).returning(Order.id))
+    return found
+
+
+def _update_order(columns: frozenset) -> sql.Prepared:
+    found = _UPDATE_ORDER.get(columns)
+    if found is None:
+        found = _UPDATE_ORDER[columns] = sql.Prepared(
+            update(Order).where(Order.id == bindparam("for_id"), Order.version == bindparam("at_version"))
+            .values({**{c: bindparam(c) for c in sorted(columns)}, "version": bindparam("at_version") + 1}))
+    return found
+
+
+async def save(session: AsyncSession, order: Order | OrderRow) -> None:
+    """Write the order's changes now. An `OrderRow` is written with one guarded
+    `UPDATE … WHERE version = :v` (a concurrent writer that got there first makes it fail with
+    StaleDataError, which `transact` retries); an ORM `Order` is flushed (its version is checked the same
+    way)."""
+    if not isinstance(order, OrderRow):
+        await session.flush()
+        return
+    changes = order.changes()
+    if not changes:
+        return
+    written = await sql.execute(session, _update_order(frozenset(changes)), for_id=order.id,
+                                at_version=order.version, **changes)
+    if written != 1:
+        raise StaleDataError(f"order {order.order_no} changed concurrently")
+    order.version += 1
+    order.mark_saved()
 
 
 def normalize_contact(text: str) -> tuple[str, str]:
@@ -91,7 +137,7 @@ async def create_order(session: AsyncSession, ctx, product: Product, quantity: i
                                field="quantity")
     recharge_inputs = validate_recharge_inputs(product, inputs) if product.kind == "recharge" else {}
     now = ctx.clock.now()
-    order = Order(
+    values = dict(
         order_no=new_order_no(),
         product_id=product.id,
         quantity=quantity,
@@ -107,8 +153,9 @@ async def create_order(session: AsyncSession, ctx, product: Product, quantity: i
         expires_at=now + timedelta(minutes=ctx.settings.order_ttl_minutes),
         client_ip=client_ip[:64],
     )
-    session.add(order)
-    await session.flush()
+    values = sql.with_defaults(Order.__table__, values)
+    (order_id,) = await sql.fetch_one(session, _insert_order(frozenset(values)), **values)
+    order = OrderRow.of([order_id if c.key == "id" else values.get(c.key) for c in _ORDER_COLUMNS])
     reserved = 0
     if product.is_stocked:
         reserved = await stock.reserve_keys(session, product.id, order.id, quantity, now)
@@ -128,17 +175,20 @@ async def create_order(session: AsyncSession, ctx, product: Product, quantity: i
 
 
 ORDER_BY_NO = select(Order).where(Order.order_no == bindparam("order_no"))  # built once
-_ORDER_AND_PRODUCT_BY_NO = (select(Order, Product).join(Product, Product.id == Order.product_id)
-                            .where(Order.order_no == bindparam("order_no")))
+_ORDER_AND_PRODUCT_BY_NO = sql.Prepared(
+    select(*_ORDER_COLUMNS, *Product.__table__.columns).join(Product, Product.id == Order.product_id)
+    .where(Order.order_no == bindparam("order_no")))
 
 
-async def order_and_product(session: AsyncSession, order_no: str) -> tuple[Order, Product] | tuple[None, None]:
-    """An order (by its canonical number) and its product in one statement, for the paths that need both
-    (a notify delivers, the order page shows the product). Hold on to the product while working on the order:
-    the session's identity map keeps objects only while they are referenced, and while it has the product,
-    `session.get(Product, order.product_id)` in delivery and in the order view runs no query."""
-    row = (await session.execute(_ORDER_AND_PRODUCT_BY_NO, {"order_no": order_no})).first()
-    return (row[0], row[1]) if row is not None else (None, None)
+async def order_and_product(session: AsyncSession, order_no: str) -> tuple[OrderRow, ProductRow] | tuple[None, None]:
+    """An order (by its canonical number) and its product, as rows, in one statement: for the hot paths
+    that need both (a notify delivers, the order's API read shows the product). Changes to the order are
+    written with `save`."""
+    row = await sql.fetch_one(session, _ORDER_AND_PRODUCT_BY_NO, order_no=order_no)
+    if row is None:
+        return None, None
+    split = len(_ORDER_COLUMNS)
+    return OrderRow.of(row[:split]), ProductRow.of(row[split:])
 
 
 async def get_order(session: AsyncSession, order_no: str) -> Order:

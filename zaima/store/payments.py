@@ -14,6 +14,7 @@ import structlog
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zaima import sql
 from zaima.core.audit import GATEWAY, Actor
 from zaima.core.jsoncheck import storable_text
 from zaima.core.money import MoneyFormatError, format_yuan, parse_yuan
@@ -23,22 +24,25 @@ from zaima.models import Order, Payment, PaymentNotification
 from zaima.store import epay, timeline
 from zaima.store.delivery import deliver
 from zaima.store.epay import EpayError
-from zaima.store.orders import order_and_product, transition
+from zaima.store.orders import OrderRow, order_and_product, save, transition
 
 log = structlog.get_logger("zaima.payments")
 
 REQUERY_AFTER_MINUTES = (2, 5, 10, 30, 60)  # since order creation
 
 
-_PAYMENT_OF = select(Payment).where(Payment.provider == "epay", Payment.out_trade_no == bindparam("order_no"))
+PaymentRow = sql.row_type(Payment)
+_PAYMENT_OF = sql.Prepared(select(*Payment.__table__.columns)
+                           .where(Payment.provider == "epay", Payment.out_trade_no == bindparam("order_no")))
 
 
-async def payment_of(session: AsyncSession, order: Order) -> Payment | None:
-    return await session.scalar(_PAYMENT_OF, {"order_no": order.order_no})
+async def payment_of(session: AsyncSession, order) -> PaymentRow | None:
+    row = await sql.fetch_one(session, _PAYMENT_OF, order_no=order.order_no)
+    return PaymentRow.of(row) if row is not None else None
 
 
-async def apply_payment(session: AsyncSession, ctx, order: Order, *, trade_no: str, amount_fen: int,
-                        pay_type: str, via: str, raw: dict, actor: Actor = GATEWAY) -> str:
+async def apply_payment(session: AsyncSession, ctx, order: Order | OrderRow, *, trade_no: str, amount_fen: int,
+                        pay_type: str, via: str, raw: dict, actor: Actor = GATEWAY, product=None) -> str:
     """Record the payment and start delivery. Returns 'accepted' or 'duplicate'.
 
     Only this function creates payments, and it moves the order out of pending_payment / expired
@@ -47,6 +51,7 @@ async def apply_payment(session: AsyncSession, ctx, order: Order, *, trade_no: s
 
     The gateway's own values are stored as they fit (its trade number is informational, the order is
     ours): refusing a genuine payment over the length of a field would lose the customer's money.
+    `product` is the order's product when the caller has it already.
     """
     trade_no, pay_type = storable_text(trade_no, 64), storable_text(pay_type, 16)
     if order.status not in ("pending_payment", "expired"):
@@ -56,12 +61,12 @@ async def apply_payment(session: AsyncSession, ctx, order: Order, *, trade_no: s
         return "duplicate"
     with session.no_autoflush:  # the order's changes in one UPDATE at the end (its version checked there)
         await _record_payment(session, ctx, order, trade_no, amount_fen, pay_type, via, raw, actor)
-        await deliver(session, ctx, order)
-        await session.flush()
+        await deliver(session, ctx, order, product=product)
+        await save(session, order)
     return "accepted"
 
 
-async def _record_payment(session: AsyncSession, ctx, order: Order, trade_no: str, amount_fen: int,
+async def _record_payment(session: AsyncSession, ctx, order: Order | OrderRow, trade_no: str, amount_fen: int,
                           pay_type: str, via: str, raw: dict, actor: Actor) -> None:
     now = ctx.clock.now()
     late = order.status == "expired"
@@ -76,7 +81,7 @@ async def _record_payment(session: AsyncSession, ctx, order: Order, trade_no: st
     await cancel(session, f"expire:{order.id}", f"requery:{order.id}")  # paid: nothing left to watch
 
 
-async def _flag_extra_payment(session: AsyncSession, ctx, order: Order, trade_no: str, amount_fen: int,
+async def _flag_extra_payment(session: AsyncSession, ctx, order: Order | OrderRow, trade_no: str, amount_fen: int,
                               actor: Actor) -> None:
     """A second, different gateway trade for an order already paid: the customer paid twice.
 
@@ -120,7 +125,7 @@ async def handle_notify(ctx, params: dict[str, str], remote_addr: str = "") -> s
     async def apply(session: AsyncSession) -> tuple[str, str]:
         verdict, why = "rejected", reason or ""
         if reason is None:
-            order, product = await order_and_product(session, out_trade_no)  # product: kept for deliver()
+            order, product = await order_and_product(session, out_trade_no)
             if order is None:
                 why = "unknown_order"
             elif parse_yuan(params["money"]) != order.amount_fen:
@@ -128,7 +133,7 @@ async def handle_notify(ctx, params: dict[str, str], remote_addr: str = "") -> s
             else:
                 verdict = await apply_payment(session, ctx, order, trade_no=params.get("trade_no", ""),
                                               amount_fen=order.amount_fen, pay_type=params.get("type", ""),
-                                              via="notify", raw=params)
+                                              via="notify", raw=params, product=product)
                 why = ""
         await append_row(session, PaymentNotification, received_at=ctx.clock.now(), out_trade_no=out_trade_no,
                          verdict=verdict, reason=why, params=params, remote_addr=remote_addr[:64])

@@ -14,9 +14,10 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import ARRAY, Integer, any_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zaima import sql
 from zaima.core.crypto import SecretBox
 from zaima.core.errors import ValidationFailed
 from zaima.models import CardKey, ImportBatch, Product
@@ -155,48 +156,42 @@ async def import_keys(session: AsyncSession, box: SecretBox, clock, product: Pro
 _STAMPED = {"reserved": "reserved_at", "sold": "sold_at"}  # the time column each taken state records
 
 
-@functools.cache
-def _take_on_sqlite(new_status: str):
-    """SQLite: one statement moves up to :need available keys of :for_product to `new_status` for
-    :for_order (SQLite runs one writer at a time, and evaluates the inner SELECT once)."""
-    candidates = (select(CardKey.id)
-                  .where(CardKey.product_id == bindparam("for_product"), CardKey.status == "available")
-                  .order_by(CardKey.id).limit(bindparam("need")))
+def _take_statements(new_status: str) -> dict[str, sql.Prepared]:
     stamp = {_STAMPED[new_status]: bindparam("at")}
-    return (update(CardKey)
-            .where(CardKey.id.in_(candidates.scalar_subquery()), CardKey.status == "available")
-            .values(status=new_status, order_id=bindparam("for_order"), **stamp)
-            .execution_options(synchronize_session=False))
+    available = (CardKey.product_id == bindparam("for_product")) & (CardKey.status == "available")
+    # SQLite: one statement moves up to :need available keys (SQLite runs one writer at a time, and
+    # evaluates the inner SELECT once).
+    candidates = select(CardKey.id).where(available).order_by(CardKey.id).limit(bindparam("need"))
+    on_sqlite = (update(CardKey).where(CardKey.id.in_(candidates.scalar_subquery()), CardKey.status == "available")
+                 .values(status=new_status, order_id=bindparam("for_order"), **stamp))
+    # PostgreSQL: pick candidates skipping keys other transactions are taking, then take them; a
+    # LIMIT … FOR UPDATE SKIP LOCKED inside the UPDATE's IN may be evaluated more than once.
+    pick = select(CardKey.id).where(available).order_by(CardKey.id).limit(bindparam("need")).with_for_update(
+        skip_locked=True)
+    take = (update(CardKey).where(CardKey.id == any_(bindparam("ids", type_=ARRAY(Integer))),
+                                  CardKey.status == "available")
+            .values(status=new_status, order_id=bindparam("for_order"), **stamp))
+    return {"sqlite": sql.Prepared(on_sqlite), "pick": sql.Prepared(pick), "take": sql.Prepared(take)}
+
+
+_TAKE = {status: _take_statements(status) for status in _STAMPED}
 
 
 async def _take(session: AsyncSession, product_id: int, order_id: int, need: int, new_status: str, now) -> int:
-    """Move up to `need` available keys to `new_status` for `order_id`; returns how many we got."""
+    """Move up to `need` available keys to `new_status` for `order_id`; returns how many we got.
+
+    Compare-and-set: the UPDATE's `status = 'available'` guard and its row count decide who got a key."""
+    statements = _TAKE[new_status]
     if session.bind.dialect.name != "postgresql":
-        result = await session.execute(_take_on_sqlite(new_status), {"for_product": product_id, "for_order": order_id,
-                                                                      "need": need, "at": now})
-        return result.rowcount
-    # PostgreSQL: pick candidates skipping keys other transactions are taking, then take them; a
-    # LIMIT … FOR UPDATE SKIP LOCKED inside the UPDATE's IN may be evaluated more than once.
+        return await sql.execute(session, statements["sqlite"], for_product=product_id, for_order=order_id,
+                                 need=need, at=now)
     got = 0
     while got < need:
-        query = (
-            select(CardKey.id)
-            .where(CardKey.product_id == product_id, CardKey.status == "available")
-            .order_by(CardKey.id)
-            .limit(need - got)
-            .with_for_update(skip_locked=True)
-        )
-        candidates = list(await session.scalars(query))
+        candidates = [r[0] for r in await sql.fetch(session, statements["pick"], for_product=product_id,
+                                                     need=need - got)]
         if not candidates:
             break
-        stamp = {_STAMPED[new_status]: now}
-        result = await session.execute(
-            update(CardKey)
-            .where(CardKey.id.in_(candidates), CardKey.status == "available")
-            .values(status=new_status, order_id=order_id, **stamp)
-            .execution_options(synchronize_session=False)
-        )
-        got += result.rowcount
+        got += await sql.execute(session, statements["take"], ids=candidates, for_order=order_id, at=now)
     return got
 
 
@@ -204,14 +199,14 @@ async def reserve_keys(session: AsyncSession, product_id: int, order_id: int, qu
     return await _take(session, product_id, order_id, quantity, "reserved", now)
 
 
-_SELL_RESERVED = (update(CardKey).where(CardKey.order_id == bindparam("for_order"), CardKey.status == "reserved")
-                  .values(status="sold", sold_at=bindparam("at")).execution_options(synchronize_session=False))
+_SELL_RESERVED = sql.Prepared(update(CardKey).where(CardKey.order_id == bindparam("for_order"),
+                                                    CardKey.status == "reserved")
+                              .values(status="sold", sold_at=bindparam("at")))
 
 
 async def sell_keys(session: AsyncSession, product_id: int, order_id: int, quantity: int, now) -> int:
     """Sell the order's own reservations first, then take more from available stock."""
-    result = await session.execute(_SELL_RESERVED, {"for_order": order_id, "at": now})
-    sold = min(result.rowcount, quantity)
+    sold = min(await sql.execute(session, _SELL_RESERVED, for_order=order_id, at=now), quantity)
     if sold < quantity:
         sold += await _take(session, product_id, order_id, quantity - sold, "sold", now)
     return sold
@@ -234,16 +229,23 @@ async def available_count(session: AsyncSession, product_id: int) -> int:
     ) or 0
 
 
-_KEYS_OF_ORDER = (select(CardKey).where(CardKey.order_id == bindparam("for_order"),
-                                        CardKey.status.in_(bindparam("statuses", expanding=True)))
-                  .order_by(CardKey.id))
+CardKeyRow = sql.row_type(CardKey)
 
 
-async def keys_of_order(session: AsyncSession, order_id: int, statuses=("sold",)) -> list[CardKey]:
-    return list(await session.scalars(_KEYS_OF_ORDER, {"for_order": order_id, "statuses": list(statuses)}))
+@functools.cache
+def _keys_of_order(statuses: tuple[str, ...]) -> sql.Prepared:
+    return sql.Prepared(select(*CardKey.__table__.columns)
+                        .where(CardKey.order_id == bindparam("for_order"), or_(*(CardKey.status == s for s in statuses)))
+                        .order_by(CardKey.id))
 
 
-def reveal(box: SecretBox, key: CardKey) -> str:
+async def keys_of_order(session: AsyncSession, order_id: int, statuses=("sold",)) -> list[CardKeyRow]:
+    """The order's keys in these states, as rows (read-only; keys change state only through the guarded
+    UPDATEs here and in `aftersales`)."""
+    return [CardKeyRow.of(r) for r in await sql.fetch(session, _keys_of_order(tuple(statuses)), for_order=order_id)]
+
+
+def reveal(box: SecretBox, key: CardKey | CardKeyRow) -> str:
     return box.decrypt(key.ciphertext, key_context(key.product_id))
 
 

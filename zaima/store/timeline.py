@@ -5,9 +5,10 @@ from __future__ import annotations
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zaima import sql
 from zaima.core.audit import Actor
 from zaima.db import append_rows
-from zaima.models import Order, OrderEvent
+from zaima.models import OrderEvent
 
 # What each entry means to a person, zh-CN first.
 EVENT_TEXT: dict[str, tuple[str, str]] = {
@@ -47,7 +48,7 @@ EVENT_TEXT: dict[str, tuple[str, str]] = {
 STAFF_ONLY_KINDS = frozenset({"keys_revealed", "evidence_exported"})
 
 
-def entry(order: Order, kind: str, actor: Actor, at, reason: str = "", **data) -> dict:
+def entry(order, kind: str, actor: Actor, at, reason: str = "", **data) -> dict:
     """One timeline row, for `record_all` (the order must already have its id)."""
     assert order.id is not None, "flush the order before recording on its timeline"
     return dict(order_id=order.id, at=at, kind=kind, actor_kind=actor.kind, actor_id=actor.id, reason=reason,
@@ -59,14 +60,17 @@ async def record_all(session: AsyncSession, entries: list[dict]) -> None:
     await append_rows(session, OrderEvent, entries)
 
 
-async def record(session: AsyncSession, order: Order, kind: str, actor: Actor, at, reason: str = "",
+async def record(session: AsyncSession, order, kind: str, actor: Actor, at, reason: str = "",
                  **data) -> None:
     """Append an entry now (the order must already have its id)."""
     await record_all(session, [entry(order, kind, actor, at, reason, **data)])
 
 
-_EVENTS_FOR = select(OrderEvent).where(OrderEvent.order_id == bindparam("for_order")).order_by(OrderEvent.id)
+OrderEventRow = sql.row_type(OrderEvent)
+_EVENTS_FOR = sql.Prepared(select(*OrderEvent.__table__.columns).where(OrderEvent.order_id == bindparam("for_order"))
+                           .order_by(OrderEvent.id))
 
 
-async def events_for(session: AsyncSession, order_id: int) -> list[OrderEvent]:
-    return list(await session.scalars(_EVENTS_FOR, {"for_order": order_id}))
+async def events_for(session: AsyncSession, order_id: int) -> list[OrderEventRow]:
+    """The order's timeline, oldest first (rows: the timeline is append-only)."""
+    return [OrderEventRow.of(r) for r in await sql.fetch(session, _EVENTS_FOR, for_order=order_id)]

@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.core.ids import display_order_no
 from zaima.core.money import format_yuan
-from zaima.models import DeliveryAttempt, Order, Product, SupplierOrder
+from zaima.models import DeliveryAttempt, Product, SupplierOrder
 from zaima.store import stock, timeline
 from zaima.store.payments import payment_of
 from zaima.store.refunds import refunds_of
@@ -37,10 +37,11 @@ def mask(secret: str) -> str:
     return secret[:2] + "*" * (len(secret) - 4) + secret[-2:]
 
 
-async def order_view(session: AsyncSession, ctx, order: Order, *, reveal_keys: bool = False,
-                     staff: bool = False) -> dict:
-    """A plain dict. Keys are in plaintext only with reveal_keys (the verified owner)."""
-    product = await session.get(Product, order.product_id)
+async def order_view(session: AsyncSession, ctx, order, *, reveal_keys: bool = False, staff: bool = False,
+                     product=None) -> dict:
+    """A plain dict. Keys are in plaintext only with reveal_keys (the verified owner). `order` is an ORM
+    `Order` or an `OrderRow`; `product` its product, when the caller has it."""
+    product = product or await session.get(Product, order.product_id)
     events = await timeline.events_for(session, order.id)
     # Payments and refunds are only ever written together with paid_at / refunded_quantity: no rows to read
     # for an order without them.
