@@ -83,8 +83,9 @@ async def place_order(ctx: AppContext, body: OrderCreate, ip: str) -> tuple[obje
 @router.post("/api/v1/orders", status_code=201, tags=["store"])
 async def create_order(body: OrderCreate, request: Request, ctx: AppContext = Depends(get_ctx)):
     order, links = await place_order(ctx, body, client_ip(request))
-    return {"order_no": order.order_no, "status": order.status, "amount": format_yuan(order.amount_fen),
-            "expires_at": order.expires_at.isoformat(), **links}
+    # Plain JSON values already: answered as they are, without FastAPI's jsonable_encoder walk.
+    return JSONResponse({"order_no": order.order_no, "status": order.status, "amount": format_yuan(order.amount_fen),
+                         "expires_at": order.expires_at.isoformat(), **links}, status_code=201)
 
 
 def token_from(request: Request, order_no: str, header: str | None) -> str | None:
@@ -101,7 +102,8 @@ async def get_order(order_no: str, request: Request, ctx: AppContext = Depends(g
         order, product = await orders.order_and_product(session, canonical)
         if order is None:
             raise orders.OrderNotFound()
-        return await order_view(session, ctx, order, reveal_keys=True, product=product)
+        view = await order_view(session, ctx, order, reveal_keys=True, product=product)
+    return JSONResponse(view)  # plain JSON values (see order_view): no jsonable_encoder walk
 
 
 def check_lookup_rate(request: Request, order_no: str) -> None:

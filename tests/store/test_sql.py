@@ -1,0 +1,108 @@
+"""The order hot paths' statement layer (zaima.sql) on SQLite and PostgreSQL: what it stores is what the ORM
+would store and read back, driver errors reach `transact` as SQLAlchemy's (so races are retried), and a
+stale order write changes nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import bindparam, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+
+from tests.store.helpers import make_order, make_product
+from zaima import sql
+from zaima.core.audit import SYSTEM
+from zaima.db import unit_of_work
+from zaima.models import Order, OrderEvent, Payment, Product
+from zaima.store import catalog, orders, timeline
+
+
+async def test_rows_written_on_the_driver_read_back_through_the_orm_as_written(ctx):
+    product = await make_product(ctx, sku="sql-rows")
+    order = await make_order(ctx, product)
+    at = datetime(2026, 11, 26, 3, 4, 5, 678901, tzinfo=UTC)
+    async with unit_of_work(ctx.sessions) as session:
+        await timeline.record(session, order, "paid", SYSTEM, at, trade_no="T-1", amount=3000, via="notify")
+        row = (await sql.fetch(session, timeline._EVENTS_FOR, for_order=order.id))[-1]
+    async with unit_of_work(ctx.sessions) as session:
+        event = (await session.scalars(select(OrderEvent).where(OrderEvent.order_id == order.id)
+                                        .order_by(OrderEvent.id.desc()).limit(1))).one()
+        stored = await session.get(Order, order.id)
+    # Time zone-aware UTC to the microsecond, JSON as a dict, the column default for `reason` applied.
+    assert event.at == at and event.data == {"trade_no": "T-1", "amount": 3000, "via": "notify"}
+    assert event.reason == "" and event.actor_kind == "system"
+    # The driver read gives the same values as the ORM.
+    assert timeline.OrderEventRow.of(row).at == at and timeline.OrderEventRow.of(row).data == event.data
+    # The order inserted on the driver is a normal ORM row, with the model's defaults.
+    assert stored.order_no == order.order_no and stored.status == "pending_payment" and stored.version == 1
+    assert stored.recharge_inputs == {} and stored.delivered_quantity == 0 and stored.created_at.tzinfo is not None
+
+
+async def test_a_product_row_has_the_models_values_and_properties(ctx):
+    await make_product(ctx, sku="sql-product", allow_backorder=False)
+    async with unit_of_work(ctx.sessions) as session:
+        row = await catalog.product_on_sale(session, "sql-product")
+        model = await session.scalar(select(Product).where(Product.sku == "sql-product"))
+    assert row.allow_backorder is False and row.active is True and row.is_stocked is True
+    assert (row.id, row.price_fen, row.input_fields, row.created_at) == (model.id, model.price_fen, model.input_fields,
+                                                                          model.created_at)
+
+
+async def test_a_unique_violation_on_the_driver_is_sqlalchemys_integrity_error_and_is_rolled_back(ctx):
+    product = await make_product(ctx, sku="sql-unique")
+    order = await make_order(ctx, product)
+    payment = dict(order_id=order.id, provider="epay", out_trade_no=order.order_no, trade_no="T-9", amount_fen=3000,
+                   received_via="notify", created_at=ctx.clock.now())
+    async with unit_of_work(ctx.sessions) as session:
+        await sql.insert_rows(session, Payment.__table__, [payment])
+    with pytest.raises(IntegrityError):  # what zaima.db.transact retries into the duplicate branch
+        async with unit_of_work(ctx.sessions) as session:
+            await timeline.record(session, order, "paid", SYSTEM, ctx.clock.now())
+            await sql.insert_rows(session, Payment.__table__, [payment])
+    async with unit_of_work(ctx.sessions) as session:
+        payments = list(await session.scalars(select(Payment).where(Payment.order_id == order.id)))
+        kinds = [e.kind for e in await timeline.events_for(session, order.id)]
+    assert len(payments) == 1 and "paid" not in kinds  # the failed transaction left nothing behind
+
+
+async def test_saving_an_order_row_that_changed_meanwhile_fails_and_changes_nothing(ctx):
+    product = await make_product(ctx, sku="sql-stale")
+    placed = await make_order(ctx, product)
+    async with unit_of_work(ctx.sessions) as session:
+        mine, _ = await orders.order_and_product(session, placed.order_no)
+    async with unit_of_work(ctx.sessions) as session:  # another writer gets there first
+        theirs, _ = await orders.order_and_product(session, placed.order_no)
+        theirs.status = "expired"
+        await orders.save(session, theirs)
+    assert theirs.version == 2 and theirs.changes() == {}
+    with pytest.raises(StaleDataError):
+        async with unit_of_work(ctx.sessions) as session:
+            mine.status, mine.paid_at = "paid", ctx.clock.now()
+            await orders.save(session, mine)
+    async with unit_of_work(ctx.sessions) as session:
+        stored = await session.get(Order, placed.id)
+    assert (stored.status, stored.paid_at, stored.version) == ("expired", None, 2)
+
+
+async def test_only_the_changed_columns_are_written(ctx):
+    product = await make_product(ctx, sku="sql-changes")
+    placed = await make_order(ctx, product)
+    async with unit_of_work(ctx.sessions) as session:
+        row, _ = await orders.order_and_product(session, placed.order_no)
+        later = ctx.clock.now() + timedelta(minutes=1)
+        row.status, row.paid_at = "paid", later
+        assert row.changes() == {"status": "paid", "paid_at": later}
+        await orders.save(session, row)
+    async with unit_of_work(ctx.sessions) as session:
+        stored = await session.get(Order, placed.id)
+    assert (stored.status, stored.paid_at, stored.version, stored.amount_fen) == ("paid", later, 2, 3000)
+
+
+def test_a_statement_with_an_in_list_is_refused_when_compiled():
+    from sqlalchemy.dialects.sqlite import aiosqlite
+
+    prepared = sql.Prepared(select(Order.id).where(Order.status.in_(bindparam("states", expanding=True))))
+    with pytest.raises(ValueError, match="IN-lists"):
+        prepared.compiled(aiosqlite.dialect())
