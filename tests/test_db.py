@@ -1,5 +1,6 @@
 """SQLite's write-ahead log is copied back into the database file by the app's checkpointer, off the
-event loop, while the app keeps writing; the commit path itself never has to."""
+event loop, while the app keeps writing; the commit path itself never has to. A write that finds another
+process holding the write lock waits for it off the event loop."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import asyncio
 import contextlib
 import sqlite3
 
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
+from zaima import db
 from zaima.db import SQLITE_AUTOCHECKPOINT_PAGES, WalCheckpointer, create_engine
 
 
@@ -46,3 +50,61 @@ async def test_the_checkpointer_copies_committed_writes_into_the_database_file(t
 def test_only_sqlite_files_get_a_checkpointer():
     assert WalCheckpointer("postgresql+asyncpg://postgres@127.0.0.1/test").path is None
     assert WalCheckpointer("sqlite+aiosqlite:///var/zaima.db").path == "var/zaima.db"
+
+
+async def test_a_write_waits_off_the_loop_for_another_process_holding_the_write_lock(tmp_path):
+    """Another process (here: another connection) holds SQLite's write lock. Our next transaction's BEGIN
+    waits for it in aiosqlite's thread, so the event loop keeps serving meanwhile, and the write lands as
+    soon as the lock is released."""
+    path = tmp_path / "zaima.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE notes (body TEXT)"))
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO notes VALUES ('theirs')")
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def write():
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO notes VALUES ('ours')"))
+
+    tick_task = asyncio.create_task(ticker())
+    try:
+        writing = asyncio.create_task(write())
+        await asyncio.sleep(0.5)
+        assert not writing.done()  # still waiting for the lock…
+        assert ticks >= 20  # …while the loop kept running
+        other.execute("COMMIT")
+        await asyncio.wait_for(writing, 5)
+        async with engine.connect() as connection:
+            notes = [r[0] for r in await connection.execute(text("SELECT body FROM notes ORDER BY rowid"))]
+        assert notes == ["theirs", "ours"]
+    finally:
+        tick_task.cancel()
+        other.close()
+        await engine.dispose()
+
+
+async def test_a_write_lock_held_past_the_busy_timeout_is_sqlalchemys_operational_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "zaima.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE notes (body TEXT)"))
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(OperationalError, match="locked"):
+            async with engine.begin() as connection:
+                await connection.execute(text("INSERT INTO notes VALUES ('ours')"))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        await engine.dispose()
