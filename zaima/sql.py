@@ -87,15 +87,16 @@ def per_dialect(**statements: Executable) -> dict[str, Prepared]:
     return {name: Prepared(s) for name, s in statements.items()}
 
 
-_INSERTS: dict[tuple[Table, frozenset], Prepared] = {}
+_INSERTS: dict[tuple, Prepared] = {}
 
 
-def insert_for(table: Table, columns: Iterable[str]) -> Prepared:
-    """`INSERT INTO table (columns…) VALUES (…)`, prepared once per table and column set."""
-    key = (table, frozenset(columns))
+def insert_for(table: Table, columns: Iterable[str], returning: tuple = ()) -> Prepared:
+    """`INSERT INTO table (columns…) VALUES (…) [RETURNING …]`, prepared once per table and column set."""
+    key = (table, frozenset(columns), returning)
     found = _INSERTS.get(key)
     if found is None:
-        found = _INSERTS[key] = Prepared(insert(table).values({c: bindparam(c) for c in sorted(key[1])}))
+        statement = insert(table).values({c: bindparam(c) for c in sorted(key[1])})
+        found = _INSERTS[key] = Prepared(statement.returning(*returning) if returning else statement)
     return found
 
 

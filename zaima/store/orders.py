@@ -6,7 +6,7 @@ import re
 import unicodedata
 from datetime import timedelta
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -47,16 +47,7 @@ class InvalidTransition(Conflict):
 # rest of the code loads ORM `Order`s. Both have the same attributes, and the rules here accept either.
 OrderRow = sql.row_type(Order)
 _ORDER_COLUMNS = tuple(Order.__table__.columns)
-_INSERT_ORDER: dict[frozenset, sql.Prepared] = {}
 _UPDATE_ORDER: dict[frozenset, sql.Prepared] = {}
-
-
-def _insert_order(columns: frozenset) -> sql.Prepared:
-    found = _INSERT_ORDER.get(columns)
-    if found is None:
-        found = _INSERT_ORDER[columns] = sql.Prepared(
-            insert(Order).values({c: bindparam(c) for c in sorted(columns)}).returning(Order.id))
-    return found
 
 
 def _update_order(columns: frozenset) -> sql.Prepared:
@@ -154,7 +145,7 @@ async def create_order(session: AsyncSession, ctx, product: Product, quantity: i
         client_ip=client_ip[:64],
     )
     values = sql.with_defaults(Order.__table__, values)
-    (order_id,) = await sql.fetch_one(session, _insert_order(frozenset(values)), **values)
+    (order_id,) = await sql.fetch_one(session, sql.insert_for(Order.__table__, values, (Order.id,)), **values)
     order = OrderRow.of([order_id if c.key == "id" else values.get(c.key) for c in _ORDER_COLUMNS])
     reserved = 0
     if product.is_stocked:
