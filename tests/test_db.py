@@ -108,3 +108,31 @@ async def test_a_write_lock_held_past_the_busy_timeout_is_sqlalchemys_operationa
         other.execute("ROLLBACK")
         other.close()
         await engine.dispose()
+
+
+async def test_a_pooled_postgresql_connection_killed_while_idle_is_replaced_before_use(db_url, monkeypatch):
+    """The server restarted or timed the connection out while it sat in the pool: the next request still
+    works (pinged because it was idle, found dead, replaced), and busy connections are not pinged."""
+    if db_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL pool behaviour; SQLite has one local connection")
+    engine = create_engine(db_url)
+    pings = []
+    real_ping = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda c: pings.append(1) or real_ping(c))
+    try:
+        async with engine.connect() as connection:
+            pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar()
+        async with engine.connect() as connection:  # back in use at once: no ping
+            assert (await connection.execute(text("SELECT pg_backend_pid()"))).scalar() == pid
+        assert pings == []
+        killer = create_engine(db_url)
+        async with killer.connect() as connection:
+            await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        await killer.dispose()
+        monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)  # as if it had sat idle for a while
+        async with engine.connect() as connection:
+            assert (await connection.execute(text("SELECT 1"))).scalar() == 1
+            assert (await connection.execute(text("SELECT pg_backend_pid()"))).scalar() != pid
+        assert pings  # the idle connection was pinged, found dead and replaced
+    finally:
+        await engine.dispose()

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import random
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.orm.exc import StaleDataError
@@ -203,7 +204,34 @@ def create_engine(url: str, **kwargs) -> AsyncEngine:
                 raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from exc
 
         return engine
-    return create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True, **kwargs)
+    engine = create_async_engine(url, pool_size=20, max_overflow=20, **kwargs)
+    ping_when_idle(engine)
+    return engine
+
+
+# A pooled PostgreSQL connection idle this long is pinged before use: a server restart or an idle timeout
+# may have closed it. SQLAlchemy's `pool_pre_ping` pings at every checkout, and its ping is three round
+# trips (BEGIN, `;`, ROLLBACK); a busy server's connections are back in use within milliseconds.
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
+def ping_when_idle(engine: AsyncEngine) -> None:
+    """Pessimistic disconnect handling for connections that sat idle: a dead one is replaced before the
+    request uses it (the pool retries the checkout with a new connection)."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(_dbapi_connection, record):
+        record.info["zaima_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(dbapi_connection, record, _proxy):
+        since = record.info.get("zaima_idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return  # new, or back in use right away
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError(f"pooled connection idle for {time.monotonic() - since:.0f} s is gone") from exc
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
