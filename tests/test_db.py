@@ -110,11 +110,10 @@ async def test_a_write_lock_held_past_the_busy_timeout_is_sqlalchemys_operationa
         await engine.dispose()
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # SQLite has one local connection
 async def test_a_pooled_postgresql_connection_killed_while_idle_is_replaced_before_use(db_url, monkeypatch):
     """The server restarted or timed the connection out while it sat in the pool: the next request still
     works (pinged because it was idle, found dead, replaced), and busy connections are not pinged."""
-    if db_url.startswith("sqlite"):
-        pytest.skip("PostgreSQL pool behaviour; SQLite has one local connection")
     engine = create_engine(db_url)
     pings = []
     real_ping = engine.dialect.do_ping
@@ -136,3 +135,20 @@ async def test_a_pooled_postgresql_connection_killed_while_idle_is_replaced_befo
         assert pings  # the idle connection was pinged, found dead and replaced
     finally:
         await engine.dispose()
+
+
+def test_utc_datetimes_are_stored_on_sqlite_as_sqlalchemys_datetime_text():
+    """The fast SQLite bind of UTCDateTime writes exactly what SQLAlchemy's DATETIME writes, so rows
+    written before and after compare and sort alike."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqlalchemy.dialects.sqlite import DATETIME, aiosqlite
+
+    dialect = aiosqlite.dialect()
+    ours, theirs = db.UTCDateTime().bind_processor(dialect), DATETIME().bind_processor(dialect)
+    for value in (datetime(2026, 11, 26, 3, 4, 5, 678901, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC),
+                  datetime(2026, 6, 1, 8, 0, tzinfo=timezone(timedelta(hours=8)))):
+        assert ours(value) == theirs(value.astimezone(UTC).replace(tzinfo=None))
+    assert ours(None) is None
+    with pytest.raises(ValueError, match="naive"):
+        ours(datetime(2026, 1, 1))

@@ -65,6 +65,18 @@ class UTCDateTime(TypeDecorator):
     def process_result_value(self, value: datetime | None, dialect):
         return None if value is None else value.replace(tzinfo=UTC)
 
+    def bind_processor(self, dialect):
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            # SQLAlchemy's SQLite DATETIME text ("2026-11-26 03:04:05.000000"), built by isoformat instead
+            # of its %-formatting of a dict: the order path binds about twenty of these per order.
+            value = self.process_bind_param(value, dialect)
+            return None if value is None else value.isoformat(" ", "microseconds")
+
+        return process
+
 
 log = structlog.get_logger("zaima.db")
 SQLITE_BUSY_TIMEOUT_MS = 10000

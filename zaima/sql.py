@@ -20,6 +20,7 @@ statement that needs them stays on the ORM/Core path.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -100,17 +101,18 @@ def insert_for(table: Table, columns: Iterable[str], returning: tuple = ()) -> P
     return found
 
 
+@functools.cache
+def _defaults(table: Table) -> tuple:
+    return tuple((c.key, c.default) for c in table.columns
+                 if c.default is not None and not c.primary_key and (c.default.is_scalar or c.default.is_callable))
+
+
 def with_defaults(table: Table, row: dict) -> dict:
     """The row with the table's Python-side column defaults filled in, as the ORM would."""
     out = dict(row)
-    for column in table.columns:
-        if column.key in out or column.default is None or column.primary_key:
-            continue
-        default = column.default
-        if default.is_scalar:
-            out[column.key] = default.arg
-        elif default.is_callable:
-            out[column.key] = default.arg(None)
+    for key, default in _defaults(table):
+        if key not in out:
+            out[key] = default.arg if default.is_scalar else default.arg(None)
     return out
 
 
