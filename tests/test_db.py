@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 
 import pytest
 from sqlalchemy import text
@@ -111,29 +112,106 @@ async def test_a_write_lock_held_past_the_busy_timeout_is_sqlalchemys_operationa
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # SQLite has one local connection
-async def test_a_pooled_postgresql_connection_killed_while_idle_is_replaced_before_use(db_url, monkeypatch):
-    """The server restarted or timed the connection out while it sat in the pool: the next request still
-    works (pinged because it was idle, found dead, replaced), and busy connections are not pinged."""
+async def test_pooled_postgresql_connections_are_pinged_when_idle_and_replaced_when_dead(db_url, monkeypatch):
+    """Busy connections go back to work without a ping; an idle one is pinged first; one the server closed
+    while it sat in the pool (a restart, an idle timeout) is replaced before the request uses it."""
     engine = create_engine(db_url)
     pings = []
     real_ping = engine.dialect.do_ping
     monkeypatch.setattr(engine.dialect, "do_ping", lambda c: pings.append(1) or real_ping(c))
+    pid_query = text("SELECT pg_backend_pid()")
     try:
         async with engine.connect() as connection:
-            pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar()
+            pid = (await connection.execute(pid_query)).scalar()
         async with engine.connect() as connection:  # back in use at once: no ping
-            assert (await connection.execute(text("SELECT pg_backend_pid()"))).scalar() == pid
+            assert (await connection.execute(pid_query)).scalar() == pid
         assert pings == []
+        monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)  # as if it had sat idle for a while
+        async with engine.connect() as connection:
+            assert (await connection.execute(pid_query)).scalar() == pid
+        assert pings == [1]  # pinged, alive, reused
         killer = create_engine(db_url)
         async with killer.connect() as connection:
             await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         await killer.dispose()
-        monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)  # as if it had sat idle for a while
+        await asyncio.sleep(0.2)
         async with engine.connect() as connection:
-            assert (await connection.execute(text("SELECT 1"))).scalar() == 1
-            assert (await connection.execute(text("SELECT pg_backend_pid()"))).scalar() != pid
-        assert pings  # the idle connection was pinged, found dead and replaced
+            assert (await connection.execute(pid_query)).scalar() != pid
     finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_a_connection_lost_under_a_driver_statement_is_invalidated_not_lent_out_again(db_url):
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import DBAPIError
+
+    from zaima import sql
+
+    engine = create_engine(db_url)
+    sessions = db.make_sessionmaker(engine)
+    backend_pid = sql.Prepared(select(func.pg_backend_pid()))
+    killer = create_engine(db_url)
+    try:
+        with pytest.raises(DBAPIError) as failure:
+            async with db.unit_of_work(sessions) as session:
+                ((pid,),) = await sql.fetch(session, backend_pid)
+                async with killer.connect() as connection:
+                    await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+                await sql.fetch(session, backend_pid)
+        assert failure.value.connection_invalidated
+        for _ in range(3):  # every later request gets a working connection
+            async with db.unit_of_work(sessions) as session:
+                assert (await sql.fetch(session, backend_pid))[0][0] != pid
+    finally:
+        await killer.dispose()
+        await engine.dispose()
+
+
+async def test_a_write_cancelled_while_waiting_for_the_lock_leaves_the_connection_usable(tmp_path):
+    """A request cancelled while its BEGIN waits (in aiosqlite's thread) for another process's lock: the
+    connection is not lent out again with that BEGIN still running, so later writes neither stall the
+    event loop nor find a transaction already open. (The cancelled request's own clean-up still closes
+    the connection on the loop while the lock is held: a known stall of up to busy_timeout, only with
+    several processes writing one SQLite file.)"""
+    path = tmp_path / "zaima.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE notes (body TEXT)"))
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+
+    async def write(body):
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO notes VALUES (:body)"), {"body": body})
+
+    stalls, last = [], asyncio.get_running_loop().time()
+
+    async def ticker():
+        nonlocal last
+        while True:
+            await asyncio.sleep(0.01)
+            now = asyncio.get_running_loop().time()
+            stalls.append(now - last)
+            last = now
+
+    cancelled = asyncio.create_task(write("cancelled"))
+    await asyncio.sleep(0.3)
+    threading.Timer(0.5, other.execute, ("COMMIT",)).start()  # the other process lets go a little later
+    cancelled.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cancelled
+    tick_task = asyncio.create_task(ticker())
+    try:
+        await asyncio.wait_for(write("next"), 10)
+        await write("after")
+        async with engine.connect() as connection:
+            notes = [r[0] for r in await connection.execute(text("SELECT body FROM notes ORDER BY rowid"))]
+        assert notes == ["next", "after"]
+        assert max(stalls, default=0.0) < 0.1  # nothing left behind blocks the loop
+    finally:
+        tick_task.cancel()
+        other.close()
         await engine.dispose()
 
 

@@ -30,7 +30,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.types import TypeDecorator
-from sqlalchemy.util import await_
 
 from zaima import sql
 
@@ -207,13 +206,10 @@ def create_engine(url: str, **kwargs) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _sqlite_begin(conn):
-            # Straight to aiosqlite (whose BEGIN waits for another process's lock off the loop, see
-            # _LoopSQLiteConnection): `exec_driver_sql` would build an execution context and a result for
-            # it, a quarter of what an empty transaction costs.
-            try:
-                await_(conn.connection.dbapi_connection.driver_connection.execute("BEGIN IMMEDIATE"))
-            except sqlite3.Error as exc:
-                raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from exc
+            # Through SQLAlchemy's execution (not straight to aiosqlite, which would be cheaper): a BEGIN
+            # cancelled while it waits in aiosqlite's thread for another process's lock must invalidate
+            # the connection, or it would go back to the pool with the thread still inside BEGIN.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     engine = create_async_engine(url, pool_size=20, max_overflow=20, **kwargs)
@@ -237,6 +233,9 @@ def ping_when_idle(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _checked_out(dbapi_connection, record, _proxy):
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        if driver is not None and driver.is_closed():  # asyncpg saw the server close it: no round trip
+            raise DisconnectionError("pooled connection was closed by the server")
         since = record.info.get("zaima_idle_since")
         if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
             return  # new, or back in use right away

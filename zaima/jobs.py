@@ -87,6 +87,8 @@ def _cancel(count: int) -> sql.Prepared:
 
 async def cancel(session: AsyncSession, *dedupe_keys: str) -> None:
     """Drop queued jobs that became pointless (e.g. payment re-query once the order is paid)."""
+    if not dedupe_keys:
+        return  # (an empty OR would match every pending job)
     await sql.execute(session, _cancel(len(dedupe_keys)), **{f"key{i}": k for i, k in enumerate(dedupe_keys)})
 
 

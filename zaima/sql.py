@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import Table, bindparam, insert
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql import Executable
 
@@ -119,26 +119,41 @@ def with_defaults(table: Table, row: dict) -> dict:
 class _Driver:
     """The session's transaction connection, as the driver sees it."""
 
-    __slots__ = ("dialect", "adapter", "raw", "sqlite")
+    __slots__ = ("connection", "dialect", "adapter", "raw", "sqlite")
 
-    def __init__(self, dialect, adapter) -> None:
-        self.dialect = dialect
-        self.adapter = adapter
-        self.sqlite = dialect.name == "sqlite"
+    def __init__(self, connection: AsyncConnection) -> None:
+        self.connection = connection
+        self.dialect = connection.dialect
+        self.adapter = connection.sync_connection.connection.dbapi_connection
+        self.sqlite = self.dialect.name == "sqlite"
         # SQLite: the sqlite3 connection inside aiosqlite (zaima.db runs its calls in the loop's thread);
         # PostgreSQL: the asyncpg connection.
-        self.raw = adapter._connection._conn if self.sqlite else adapter._connection
+        self.raw = self.adapter._connection._conn if self.sqlite else self.adapter._connection
 
-    def _error(self, compiled: _Compiled, args, exc: Exception) -> Exception:
-        """A driver error as SQLAlchemy would have raised it; anything else (e.g. OverflowError binding a
-        huge int on SQLite) unchanged."""
+    async def _error(self, statement: str, args, exc: Exception) -> Exception:
+        """A driver error as SQLAlchemy would have raised it (anything else, e.g. OverflowError binding a
+        huge int on SQLite, unchanged). A connection the error shows to be gone is invalidated, as
+        SQLAlchemy does for its own statements, so the pool replaces it instead of lending it out again."""
         if self.sqlite:
-            return DBAPIError.instance(compiled.sql, args, exc, sqlite3.Error) if isinstance(exc, sqlite3.Error) else exc
+            return DBAPIError.instance(statement, args, exc, sqlite3.Error) if isinstance(exc, sqlite3.Error) else exc
         try:
             self.adapter._handle_exception(exc)  # asyncpg's error → the DB-API error SQLAlchemy uses
-        except Exception as translated:  # noqa: BLE001 - re-raised wrapped below
-            return DBAPIError.instance(compiled.sql, args, translated, self.dialect.loaded_dbapi.Error)
+        except Exception as translated:  # noqa: BLE001 - returned wrapped below
+            gone = self.dialect.is_disconnect(translated, self.adapter, None)
+            if gone:
+                await self.connection.invalidate(translated)
+            return DBAPIError.instance(statement, args, translated, self.dialect.loaded_dbapi.Error,
+                                       connection_invalidated=gone)
         return exc
+
+    async def begin(self) -> None:
+        """PostgreSQL: SQLAlchemy's adapter begins lazily, at its first statement; begin now."""
+        if self.sqlite or self.adapter._transaction is not None or self.adapter.isolation_level == "autocommit":
+            return
+        try:
+            await self.adapter._start_transaction()
+        except Exception as exc:
+            raise await self._error("BEGIN", (), exc) from exc
 
     async def fetch(self, compiled: _Compiled, args: tuple) -> list:
         try:
@@ -146,7 +161,7 @@ class _Driver:
                 return self.raw.execute(compiled.sql, args).fetchall()
             return await self.raw.fetch(compiled.sql, *args)
         except Exception as exc:
-            raise self._error(compiled, args, exc) from exc
+            raise await self._error(compiled.sql, args, exc) from exc
 
     async def execute(self, compiled: _Compiled, args: tuple) -> int:
         try:
@@ -155,7 +170,7 @@ class _Driver:
             status = await self.raw.execute(compiled.sql, *args)
             return int(status.rsplit(" ", 1)[-1]) if status and status[-1].isdigit() else 0
         except Exception as exc:
-            raise self._error(compiled, args, exc) from exc
+            raise await self._error(compiled.sql, args, exc) from exc
 
     async def execute_many(self, compiled: _Compiled, rows: list[tuple]) -> None:
         try:
@@ -164,7 +179,7 @@ class _Driver:
             else:
                 await self.raw.executemany(compiled.sql, rows)
         except Exception as exc:
-            raise self._error(compiled, rows, exc) from exc
+            raise await self._error(compiled.sql, rows, exc) from exc
 
 
 async def driver(session: AsyncSession) -> _Driver:
@@ -174,11 +189,8 @@ async def driver(session: AsyncSession) -> _Driver:
     cached = session.info.get("_sql_driver")
     if transaction is not None and cached is not None and cached[0] is transaction:
         return cached[1]
-    connection = await session.connection()
-    adapter = connection.sync_connection.connection.dbapi_connection
-    found = _Driver(connection.dialect, adapter)
-    if not found.sqlite and adapter._transaction is None and adapter.isolation_level != "autocommit":
-        await adapter._start_transaction()  # SQLAlchemy's adapter begins lazily, at its first statement
+    found = _Driver(await session.connection())
+    await found.begin()
     session.info["_sql_driver"] = (session.sync_session.get_transaction(), found)
     return found
 

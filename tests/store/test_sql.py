@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
-from tests.store.helpers import make_order, make_product
+from tests.store.helpers import add_stock, make_order, make_product
 from zaima import sql
 from zaima.core.audit import SYSTEM
 from zaima.db import unit_of_work
@@ -106,3 +106,20 @@ def test_a_statement_with_an_in_list_is_refused_when_compiled():
     prepared = sql.Prepared(select(Order.id).where(Order.status.in_(bindparam("states", expanding=True))))
     with pytest.raises(ValueError, match="IN-lists"):
         prepared.compiled(aiosqlite.dialect())
+
+
+async def test_cancelling_no_jobs_and_asking_for_no_key_states_touch_nothing(ctx):
+    """An empty list of keys or states is nothing, not everything (an empty OR matches every row)."""
+    from zaima.jobs import cancel
+    from zaima.models import Job
+    from zaima.store import stock
+
+    product = await make_product(ctx, sku="sql-empty")
+    await add_stock(ctx, product, ["EMPTY-KEY-1"])
+    order = await make_order(ctx, product)  # queues its expiry and payment re-query
+    async with unit_of_work(ctx.sessions) as session:
+        await cancel(session)
+        assert await stock.keys_of_order(session, order.id, ()) == []
+    async with unit_of_work(ctx.sessions) as session:
+        pending = list(await session.scalars(select(Job.dedupe_key).where(Job.status == "pending")))
+    assert sorted(pending) == [f"expire:{order.id}", f"requery:{order.id}"]

@@ -242,6 +242,8 @@ def _keys_of_order(statuses: tuple[str, ...]) -> sql.Prepared:
 async def keys_of_order(session: AsyncSession, order_id: int, statuses=("sold",)) -> list[CardKeyRow]:
     """The order's keys in these states, as rows (read-only; keys change state only through the guarded
     UPDATEs here and in `aftersales`)."""
+    if not statuses:
+        return []  # (an empty OR would match keys in every state)
     return [CardKeyRow.of(r) for r in await sql.fetch(session, _keys_of_order(tuple(statuses)), for_order=order_id)]
 
 
