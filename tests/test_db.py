@@ -53,16 +53,23 @@ def test_only_sqlite_files_get_a_checkpointer():
     assert WalCheckpointer("sqlite+aiosqlite:///var/zaima.db").path == "var/zaima.db"
 
 
-async def test_a_write_waits_off_the_loop_for_another_process_holding_the_write_lock(tmp_path):
-    """Another process (here: another connection) holds SQLite's write lock. Our next transaction's BEGIN
-    waits for it in aiosqlite's thread, so the event loop keeps serving meanwhile, and the write lands as
-    soon as the lock is released."""
+async def _database_locked_by_another_connection(tmp_path):
+    """Our engine on a new SQLite file with a `notes` table, and another connection (standing in for
+    another process) that holds the write lock until the test commits or closes it."""
     path = tmp_path / "zaima.db"
     engine = create_engine(f"sqlite+aiosqlite:///{path}")
     async with engine.begin() as connection:
         await connection.execute(text("CREATE TABLE notes (body TEXT)"))
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
+    return engine, other
+
+
+async def test_a_write_waits_off_the_loop_for_another_process_holding_the_write_lock(tmp_path):
+    """Another process (here: another connection) holds SQLite's write lock. Our next transaction's BEGIN
+    waits for it in aiosqlite's thread, so the event loop keeps serving meanwhile, and the write lands as
+    soon as the lock is released."""
+    engine, other = await _database_locked_by_another_connection(tmp_path)
     other.execute("INSERT INTO notes VALUES ('theirs')")
     ticks = 0
 
@@ -95,12 +102,7 @@ async def test_a_write_waits_off_the_loop_for_another_process_holding_the_write_
 
 async def test_a_write_lock_held_past_the_busy_timeout_is_sqlalchemys_operational_error(tmp_path, monkeypatch):
     monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 200)
-    path = tmp_path / "zaima.db"
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
-    async with engine.begin() as connection:
-        await connection.execute(text("CREATE TABLE notes (body TEXT)"))
-    other = sqlite3.connect(path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
+    engine, other = await _database_locked_by_another_connection(tmp_path)
     try:
         with pytest.raises(OperationalError, match="locked"):
             async with engine.begin() as connection:
@@ -174,12 +176,7 @@ async def test_a_write_cancelled_while_waiting_for_the_lock_leaves_the_connectio
     event loop nor find a transaction already open. (The cancelled request's own clean-up still closes
     the connection on the loop while the lock is held: a known stall of up to busy_timeout, only with
     several processes writing one SQLite file.)"""
-    path = tmp_path / "zaima.db"
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
-    async with engine.begin() as connection:
-        await connection.execute(text("CREATE TABLE notes (body TEXT)"))
-    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    other.execute("BEGIN IMMEDIATE")
+    engine, other = await _database_locked_by_another_connection(tmp_path)
 
     async def write(body):
         async with engine.begin() as connection:
