@@ -35,11 +35,10 @@ _MISSING = object()
 
 
 class _Compiled:
-    __slots__ = ("sql", "names", "defaults", "binders", "results", "dialect")
+    __slots__ = ("sql", "names", "defaults", "binders", "results")
 
     def __init__(self, statement: Executable, dialect) -> None:
         compiled = statement.compile(dialect=dialect)
-        self.dialect = dialect
         self.sql = compiled.string
         if "POSTCOMPILE" in self.sql:
             raise ValueError("IN-lists are expanded per call; write the condition without them: " + self.sql)
@@ -88,17 +87,15 @@ def per_dialect(**statements: Executable) -> dict[str, Prepared]:
     return {name: Prepared(s) for name, s in statements.items()}
 
 
-_INSERTS: dict[tuple, Prepared] = {}
-
-
 def insert_for(table: Table, columns: Iterable[str], returning: tuple = ()) -> Prepared:
     """`INSERT INTO table (columns…) VALUES (…) [RETURNING …]`, prepared once per table and column set."""
-    key = (table, frozenset(columns), returning)
-    found = _INSERTS.get(key)
-    if found is None:
-        statement = insert(table).values({c: bindparam(c) for c in sorted(key[1])})
-        found = _INSERTS[key] = Prepared(statement.returning(*returning) if returning else statement)
-    return found
+    return _insert(table, frozenset(columns), returning)
+
+
+@functools.cache
+def _insert(table: Table, columns: frozenset, returning: tuple) -> Prepared:
+    statement = insert(table).values({c: bindparam(c) for c in sorted(columns)})
+    return Prepared(statement.returning(*returning) if returning else statement)
 
 
 @functools.cache
@@ -195,14 +192,16 @@ async def driver(session: AsyncSession) -> _Driver:
     return found
 
 
-def _pick(statement: Prepared | dict[str, Prepared], name: str) -> Prepared:
-    return statement if isinstance(statement, Prepared) else statement[name]
+async def _prepare(session: AsyncSession, statement: Prepared | dict[str, Prepared]) -> tuple[_Driver, _Compiled]:
+    """The session's driver and the statement compiled for its dialect (`statement` may be per dialect)."""
+    d = await driver(session)
+    prepared = statement if isinstance(statement, Prepared) else statement[d.dialect.name]
+    return d, prepared.compiled(d.dialect)
 
 
 async def fetch(session: AsyncSession, statement: Prepared | dict[str, Prepared], **params) -> list[tuple]:
     """The statement's rows, each value converted as SQLAlchemy's result types would."""
-    d = await driver(session)
-    compiled = _pick(statement, d.dialect.name).compiled(d.dialect)
+    d, compiled = await _prepare(session, statement)
     return [compiled.row(r) for r in await d.fetch(compiled, compiled.args(params))]
 
 
@@ -213,15 +212,13 @@ async def fetch_one(session: AsyncSession, statement: Prepared | dict[str, Prepa
 
 async def execute(session: AsyncSession, statement: Prepared | dict[str, Prepared], **params) -> int:
     """Run a statement without result rows; returns the number of rows it changed."""
-    d = await driver(session)
-    compiled = _pick(statement, d.dialect.name).compiled(d.dialect)
+    d, compiled = await _prepare(session, statement)
     return await d.execute(compiled, compiled.args(params))
 
 
 async def execute_many(session: AsyncSession, statement: Prepared | dict[str, Prepared], rows: list[dict]) -> None:
     """Run a statement once per parameter set, in one driver call."""
-    d = await driver(session)
-    compiled = _pick(statement, d.dialect.name).compiled(d.dialect)
+    d, compiled = await _prepare(session, statement)
     if len(rows) == 1:
         await d.execute(compiled, compiled.args(rows[0]))
     else:

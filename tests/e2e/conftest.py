@@ -69,6 +69,12 @@ async def open_chat_from_order_page(browser, live_server, order):
     return context, page, page.locator("[data-testid=widget-panel]")
 
 
+async def widget_say(panel, text: str) -> None:
+    """The customer types `text` into the chat widget and taps send."""
+    await panel.locator("[data-testid=widget-input]").fill(text)
+    await panel.locator("[data-testid=widget-send]").click()
+
+
 async def console_login(browser, base: str, username: str, password: str):
     """An agent at a desktop logs into the console: (context, page) on /console."""
     import re

@@ -8,7 +8,7 @@ import pytest
 from playwright.async_api import expect
 
 from tests.conftest import make_settings
-from tests.e2e.conftest import console_login, open_chat_from_order_page
+from tests.e2e.conftest import console_login, open_chat_from_order_page, widget_say
 from tests.store.helpers import add_stock, make_order, make_product, notify_params
 from tests.web.chat_helpers import make_agent
 from zaima.store import payments
@@ -29,13 +29,11 @@ async def test_bot_refunds_an_order_waiting_for_stock(live_server, ctx, browser,
     base = live_server.url
 
     customer_ctx, customer, panel = await open_chat_from_order_page(browser, live_server, order)
-    await panel.locator("[data-testid=widget-input]").fill("付款半天了 卡密呢??")
-    await panel.locator("[data-testid=widget-send]").click()
+    await widget_say(panel, "付款半天了 卡密呢??")
     bot = panel.locator("[data-testid=widget-message][data-sender=bot]")
     await expect(bot.last).to_contain_text("暂时缺货", timeout=15_000)
     await expect(bot.last).to_contain_text("退款")
-    await panel.locator("[data-testid=widget-input]").fill("那退款吧")
-    await panel.locator("[data-testid=widget-send]").click()
+    await widget_say(panel, "那退款吧")
     await expect(bot.last).to_contain_text("已为您办理退款", timeout=15_000)
     await expect(bot.last).to_contain_text("¥30.00")
     await customer.screenshot(path=str(artifacts / "phone-bot.png"))
@@ -59,8 +57,7 @@ async def test_bot_replaces_the_key_the_customer_names_and_the_console_marks_bot
     await make_agent(ctx, "xiaomei", "xiaomei-pass-2026")
 
     customer_ctx, customer, panel = await open_chat_from_order_page(browser, live_server, order)
-    await panel.locator("[data-testid=widget-input]").fill("第2张卡密兑换不了，提示无效")
-    await panel.locator("[data-testid=widget-send]").click()
+    await widget_say(panel, "第2张卡密兑换不了，提示无效")
     bot = panel.locator("[data-testid=widget-message][data-sender=bot]")
     await expect(bot.last).to_contain_text("已将第 2 张卡密（E2…02）作废", timeout=15_000)
     await expect(bot.last).to_contain_text("补发了新卡密（E2…03）")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from playwright.async_api import expect
 
-from tests.e2e.conftest import console_login, open_chat_from_order_page
+from tests.e2e.conftest import console_login, open_chat_from_order_page, widget_say
 from tests.store.helpers import add_stock, make_order, make_product, notify_params
 from tests.web.chat_helpers import make_agent
 from zaima.core.ids import display_order_no
@@ -51,8 +51,7 @@ async def test_customer_and_agent_chat_live_with_order_panel(live_server, ctx, b
     await expect(agent.locator("#presence")).to_have_value("online")
 
     await expect(offline).to_be_hidden()  # the agent came online: the notice goes away live
-    await panel.locator("[data-testid=widget-input]").fill("卡密显示无效，怎么办？")
-    await panel.locator("[data-testid=widget-send]").click()
+    await widget_say(panel, "卡密显示无效，怎么办？")
     mine = panel.locator("[data-testid=widget-message][data-sender=customer]")
     await expect(mine.first).to_contain_text("卡密显示无效")
     await expect(mine.first.locator("[data-testid=widget-message-state]")).to_have_text("已送达")

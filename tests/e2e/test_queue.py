@@ -11,7 +11,7 @@ from playwright.async_api import expect
 from sqlalchemy import select
 
 from tests.conftest import make_settings
-from tests.e2e.conftest import console_login, open_chat_from_order_page
+from tests.e2e.conftest import console_login, open_chat_from_order_page, widget_say
 from tests.service.helpers import ALL_DAY, go_online, make_agent, service_pass, set_hours, ticket
 from tests.store.helpers import make_order, make_product
 from zaima.db import unit_of_work
@@ -53,8 +53,7 @@ async def test_queue_position_assignment_reply_and_five_stars(live_server, ctx, 
     helper = await make_agent(ctx, "xiaomei", capacity=1)
 
     customer_ctx, customer, panel = await open_chat_from_order_page(browser, live_server, order)
-    await panel.locator("[data-testid=widget-input]").fill("转人工")
-    await panel.locator("[data-testid=widget-send]").click()
+    await widget_say(panel, "转人工")
     card = panel.locator("[data-testid=widget-queue]")
     await expect(card).to_be_visible(timeout=15_000)
     position = panel.locator("[data-testid=widget-queue-position]")

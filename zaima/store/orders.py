@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from datetime import timedelta
@@ -47,16 +48,12 @@ class InvalidTransition(Conflict):
 # rest of the code loads ORM `Order`s. Both have the same attributes, and the rules here accept either.
 OrderRow = sql.row_type(Order)
 _ORDER_COLUMNS = tuple(Order.__table__.columns)
-_UPDATE_ORDER: dict[frozenset, sql.Prepared] = {}
 
 
+@functools.cache
 def _update_order(columns: frozenset) -> sql.Prepared:
-    found = _UPDATE_ORDER.get(columns)
-    if found is None:
-        found = _UPDATE_ORDER[columns] = sql.Prepared(
-            update(Order).where(Order.id == bindparam("for_id"), Order.version == bindparam("at_version"))
-            .values({**{c: bindparam(c) for c in sorted(columns)}, "version": bindparam("at_version") + 1}))
-    return found
+    return sql.Prepared(update(Order).where(Order.id == bindparam("for_id"), Order.version == bindparam("at_version"))
+                        .values({**{c: bindparam(c) for c in sorted(columns)}, "version": bindparam("at_version") + 1}))
 
 
 async def save(session: AsyncSession, order: Order | OrderRow) -> None:
