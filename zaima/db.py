@@ -250,11 +250,11 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 async def append_rows(session: AsyncSession, model: type[Base], rows: list[dict]) -> None:
-    """INSERT rows of an append-only record (audit entries, delivery attempts, notifications) now, in one
-    driver call with a statement prepared once per table (`zaima.sql`): no ORM objects and no unit-of-work
-    bookkeeping at flush, for rows nothing in the transaction reads back as objects. Column defaults apply
-    as with the ORM."""
-    await sql.insert_rows(session, model.__table__, rows)
+    """INSERT rows of an append-only record (audit entries, delivery attempts, notifications, payments):
+    queued with the transaction's other writes and sent before its next statement or its commit
+    (`zaima.sql.defer`), with statements prepared once per table: no ORM objects and no unit-of-work
+    bookkeeping at flush. Column defaults apply as with the ORM."""
+    await sql.defer_rows(session, model.__table__, rows)
 
 
 async def append_row(session: AsyncSession, model: type[Base], **values) -> None:

@@ -60,18 +60,24 @@ async def enqueue_all(session: AsyncSession, ctx, jobs: list[Queued]) -> None:
     `INSERT … ON CONFLICT DO NOTHING` both queues and deduplicates, even against a concurrent writer.
     """
     now = ctx.clock.now()
-    rows = [dict(kind=j.kind, payload=j.payload, dedupe_key=j.dedupe_key, status="pending", run_at=j.run_at or now,
-                 attempts=0, created_at=now, last_error="") for j in jobs]
-    # One constant statement with the rows as parameters: compiled once, sent as one batch.
-    await sql.execute_many(session, _INSERT_JOBS, rows)
+    values = {f"{column}_{i}": value for i, j in enumerate(jobs) for column, value in dict(
+        kind=j.kind, payload=j.payload, dedupe_key=j.dedupe_key, status="pending", run_at=j.run_at or now, attempts=0,
+        created_at=now, last_error="").items()}
+    # One multi-row statement per job count, compiled once; queued with the transaction's other writes.
+    await sql.defer(session, _insert_jobs(len(jobs)), **values)
     if any((j.run_at or now) <= now for j in jobs):
         on_commit(session, ctx.wake_worker)
 
 
 _JOB_COLUMNS = ("kind", "payload", "dedupe_key", "status", "run_at", "attempts", "created_at", "last_error")
-_INSERT_JOBS = sql.per_dialect(**{
-    dialect: insert_ignoring_conflicts(dialect, Job, [Job.dedupe_key]).values({c: bindparam(c) for c in _JOB_COLUMNS})
-    for dialect in ("sqlite", "postgresql")})
+
+
+@functools.cache
+def _insert_jobs(count: int) -> dict[str, sql.Prepared]:
+    # Typed: SQLAlchemy gives an untyped parameter its column's type only in the first row.
+    rows = [{c: bindparam(f"{c}_{i}", type_=Job.__table__.c[c].type) for c in _JOB_COLUMNS} for i in range(count)]
+    return sql.per_dialect(**{dialect: insert_ignoring_conflicts(dialect, Job, [Job.dedupe_key]).values(rows)
+                              for dialect in ("sqlite", "postgresql")})
 
 
 async def enqueue(session: AsyncSession, ctx, kind: str, payload: dict, run_at: datetime | None = None,
@@ -89,7 +95,7 @@ async def cancel(session: AsyncSession, *dedupe_keys: str) -> None:
     """Drop queued jobs that became pointless (e.g. payment re-query once the order is paid)."""
     if not dedupe_keys:
         return  # (an empty OR would match every pending job)
-    await sql.execute(session, _cancel(len(dedupe_keys)), **{f"key{i}": k for i, k in enumerate(dedupe_keys)})
+    await sql.defer(session, _cancel(len(dedupe_keys)), **{f"key{i}": k for i, k in enumerate(dedupe_keys)})
 
 
 async def _claim(ctx, job_id: int) -> datetime | None:

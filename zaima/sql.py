@@ -16,20 +16,37 @@ this way must not also hold the row as an ORM object it later flushes (see `zaim
 
 Limits: no expanding (IN-list) parameters and no SQL-side defaults beyond what the table declares; a
 statement that needs them stays on the ORM/Core path.
+
+Write-behind (`defer`). On PostgreSQL every statement is a round trip to another process, and on a small
+machine that round trip (two process wake-ups) costs more CPU than the statement. Writes whose result
+nobody reads right away — audit entries, notify records, job rows, an order's guarded UPDATE — are queued
+on the transaction instead, and sent together: as one statement of data-modifying CTEs, or in front of the
+next UPDATE/INSERT when it touches other tables. The queue is flushed before anything else reaches the
+database in that transaction (any SQLAlchemy statement, including a SAVEPOINT, and any `fetch`/`execute`
+here) and before commit, so every read sees every earlier write, as without the queue; a rollback drops
+it. What changes is only where a failing queued write raises: at the flush, inside the same unit of work
+(`transact` retries a lost race there as anywhere). A batch holds at most one statement per table: its
+CTEs share one snapshot and run in no set order, so two writes to one table could not see each other (and
+two INSERTs could get their ids in either order); a second write to a table flushes the batch first.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import sqlite3
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Table, bindparam, insert
+from sqlalchemy import Table, bindparam, event, insert
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql import Executable
+from sqlalchemy.util import await_only
 
 _MISSING = object()
 
@@ -69,11 +86,14 @@ class _Compiled:
 class Prepared:
     """A Core statement compiled once per dialect, to be run with `fetch` / `execute`."""
 
-    __slots__ = ("statement", "_by_dialect")
+    __slots__ = ("statement", "_by_dialect", "table")
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
         self._by_dialect: dict[str, _Compiled] = {}
+        # For write-behind: the table an INSERT/UPDATE/DELETE writes (None for a SELECT).
+        table = getattr(statement, "table", None)
+        self.table = table.name if isinstance(table, Table) else None
 
     def compiled(self, dialect) -> _Compiled:
         found = self._by_dialect.get(dialect.name)
@@ -87,14 +107,19 @@ def per_dialect(**statements: Executable) -> dict[str, Prepared]:
     return {name: Prepared(s) for name, s in statements.items()}
 
 
-def insert_for(table: Table, columns: Iterable[str], returning: tuple = ()) -> Prepared:
-    """`INSERT INTO table (columns…) VALUES (…) [RETURNING …]`, prepared once per table and column set."""
-    return _insert(table, frozenset(columns), returning)
+def insert_for(table: Table, columns: Iterable[str], returning: tuple = (), rows: int = 1) -> Prepared:
+    """`INSERT INTO table (columns…) VALUES (…)[, (…)…] [RETURNING …]`, prepared once per table, column set
+    and row count. With several rows, row i's parameters are named `{column}_{i}`."""
+    return _insert(table, frozenset(columns), returning, rows)
 
 
 @functools.cache
-def _insert(table: Table, columns: frozenset, returning: tuple) -> Prepared:
-    statement = insert(table).values({c: bindparam(c) for c in sorted(columns)})
+def _insert(table: Table, columns: frozenset, returning: tuple, rows: int) -> Prepared:
+    if rows == 1:
+        statement = insert(table).values({c: bindparam(c) for c in sorted(columns)})
+    else:  # typed: SQLAlchemy gives an untyped parameter its column's type only in the first row
+        statement = insert(table).values([{c: bindparam(f"{c}_{i}", type_=table.c[c].type) for c in sorted(columns)}
+                                          for i in range(rows)])
     return Prepared(statement.returning(*returning) if returning else statement)
 
 
@@ -113,10 +138,51 @@ def with_defaults(table: Table, row: dict) -> dict:
     return out
 
 
-class _Driver:
-    """The session's transaction connection, as the driver sees it."""
+class _Part(NamedTuple):
+    """A queued write: its statement, arguments, and the row count it must have (None: any)."""
+    prepared: Prepared
+    compiled: _Compiled
+    args: tuple
+    expect: int | None
+    stale: str  # the StaleDataError message when `expect` is not met
 
-    __slots__ = ("connection", "dialect", "adapter", "raw", "sqlite")
+
+_DOLLAR = re.compile(r"\$(\d+)")
+
+
+def _shifted(text: str, by: int) -> str:
+    """A PostgreSQL statement with its $n parameters renumbered from `by` + 1."""
+    return _DOLLAR.sub(lambda m: f"${int(m.group(1)) + by}", text) if by else text
+
+
+@functools.lru_cache(maxsize=512)
+def _batch_sql(parts: tuple[tuple[_Compiled, bool], ...], main: _Compiled | None) -> str:
+    """One PostgreSQL statement for queued writes: each a data-modifying CTE (run exactly once whether
+    read or not), then either `main` (a write of its own, whose result is the statement's) or a SELECT
+    of the row counts of the parts that must be checked."""
+    ctes, offset, counted = [], 0, []
+    for i, (compiled, checked) in enumerate(parts):
+        ctes.append(f"w{i} AS ({_shifted(compiled.sql, offset)}{' RETURNING 1' if checked else ''})")
+        offset += len(compiled.names)
+        if checked:
+            counted.append(f"(SELECT count(*) FROM w{i})")
+    if main is None:
+        return f"WITH {', '.join(ctes)} SELECT {', '.join(counted) or '1'}"
+    tail = _shifted(main.sql, offset)
+    if tail.startswith("WITH "):  # the statement's own CTEs follow ours
+        return f"WITH {', '.join(ctes)}, {tail[5:]}"
+    return f"WITH {', '.join(ctes)} {tail}"
+
+
+def _batchable(compiled: _Compiled) -> bool:
+    # Renumbering $n is safe only in SQL without quoted text (every value here is a parameter).
+    return "'" not in compiled.sql and '"' not in compiled.sql and not compiled.sql.startswith("WITH RECURSIVE")
+
+
+class _Driver:
+    """The session's transaction connection, as the driver sees it, and that transaction's queued writes."""
+
+    __slots__ = ("connection", "dialect", "adapter", "raw", "sqlite", "root", "pending")
 
     def __init__(self, connection: AsyncConnection) -> None:
         self.connection = connection
@@ -126,6 +192,8 @@ class _Driver:
         # SQLite: the sqlite3 connection inside aiosqlite (zaima.db runs its calls in the loop's thread);
         # PostgreSQL: the asyncpg connection.
         self.raw = self.adapter._connection._conn if self.sqlite else self.adapter._connection
+        self.root = connection.sync_connection.get_transaction()  # the queue belongs to this transaction
+        self.pending: list[_Part] = []
 
     async def _error(self, statement: str, args, exc: Exception) -> Exception:
         """A driver error as SQLAlchemy would have raised it (anything else, e.g. OverflowError binding a
@@ -152,57 +220,135 @@ class _Driver:
         except Exception as exc:
             raise await self._error("BEGIN", (), exc) from exc
 
-    async def fetch(self, compiled: _Compiled, args: tuple) -> list:
+    async def fetch(self, text: str, args: tuple) -> list:
         try:
             if self.sqlite:
-                return self.raw.execute(compiled.sql, args).fetchall()
-            return await self.raw.fetch(compiled.sql, *args)
+                return self.raw.execute(text, args).fetchall()
+            return await self.raw.fetch(text, *args)
         except Exception as exc:
-            raise await self._error(compiled.sql, args, exc) from exc
+            raise await self._error(text, args, exc) from exc
 
-    async def execute(self, compiled: _Compiled, args: tuple) -> int:
+    async def execute(self, text: str, args: tuple) -> int:
         try:
             if self.sqlite:
-                return self.raw.execute(compiled.sql, args).rowcount
-            status = await self.raw.execute(compiled.sql, *args)
+                return self.raw.execute(text, args).rowcount
+            status = await self.raw.execute(text, *args)
             return int(status.rsplit(" ", 1)[-1]) if status and status[-1].isdigit() else 0
         except Exception as exc:
-            raise await self._error(compiled.sql, args, exc) from exc
+            raise await self._error(text, args, exc) from exc
 
-    async def execute_many(self, compiled: _Compiled, rows: list[tuple]) -> None:
-        try:
-            if self.sqlite:
-                self.raw.executemany(compiled.sql, rows)
-            else:
-                await self.raw.executemany(compiled.sql, rows)
-        except Exception as exc:
-            raise await self._error(compiled.sql, rows, exc) from exc
+    # --- write-behind -----------------------------------------------------------------------------
+
+    async def queue(self, part: _Part) -> None:
+        # One statement per table in a batch: its CTEs share one snapshot and run in no set order (two
+        # INSERTs into one table could get their ids in either order; an UPDATE would not see an INSERT).
+        if any(p.prepared.table == part.prepared.table for p in self.pending):
+            await self.flush()
+        self.pending.append(part)
+        self.connection.sync_connection.info[_QUEUED] = self
+
+    @staticmethod
+    def _check(part: _Part, count: int) -> None:
+        if part.expect is not None and count != part.expect:
+            raise StaleDataError(part.stale or f"expected {part.expect} row(s), {count} changed")
+
+    async def flush(self) -> None:
+        """Send the queued writes: SQLite one by one (no round trips to save), PostgreSQL as one statement."""
+        parts, self.pending = self.pending, []
+        self.connection.sync_connection.info.pop(_QUEUED, None)
+        if not parts:
+            return
+        if self.sqlite or not all(_batchable(p.compiled) for p in parts):
+            for part in parts:
+                self._check(part, await self.execute(part.compiled.sql, part.args))
+            return
+        text = _batch_sql(tuple((p.compiled, p.expect is not None) for p in parts), None)
+        (counts,) = await self.fetch(text, tuple(a for p in parts for a in p.args))
+        for part, count in zip((p for p in parts if p.expect is not None), counts, strict=False):  # SELECT 1: none
+            self._check(part, count)
+
+    async def ahead_of(self, prepared: Prepared, compiled: _Compiled, args: tuple) -> tuple[str, tuple]:
+        """The statement to send for `compiled` now: on PostgreSQL with the queued writes in front of it
+        when it is a write to a table they do not touch and none of them has a row count to check;
+        otherwise the queue is flushed first."""
+        if not self.pending:
+            return compiled.sql, args
+        parts = self.pending
+        if (self.sqlite or prepared.table is None or any(p.prepared.table == prepared.table for p in parts)
+                or any(p.expect is not None for p in parts)
+                or not all(_batchable(c) for c in (compiled, *(p.compiled for p in parts)))):
+            await self.flush()
+            return compiled.sql, args
+        self.pending = []
+        self.connection.sync_connection.info.pop(_QUEUED, None)
+        text = _batch_sql(tuple((p.compiled, False) for p in parts), compiled)
+        return text, tuple(a for p in parts for a in p.args) + args
+
+
+_QUEUED = "zaima_sql_queued"  # in the DB-API connection's info: the _Driver with writes queued on it
+
+
+def _flush_queued_on(connection) -> None:
+    """Before SQLAlchemy sends anything on a connection (an ORM query or flush, Core, a SAVEPOINT): send the
+    writes queued in its current transaction first. A queue left by a transaction that has ended (rolled
+    back) is dropped, never sent into a later one."""
+    queued = connection.info.get(_QUEUED)
+    if queued is None:
+        return
+    if queued.root is not connection.get_transaction() or not queued.root.is_active:
+        connection.info.pop(_QUEUED, None)
+        queued.pending.clear()
+        return
+    await_only(queued.flush())
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _before_statement(connection, _cursor, _statement, _parameters, _context, _executemany):
+    _flush_queued_on(connection)
+
+
+@event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    # Here rather than at the connection's commit: a failing queued write then fails the commit with the
+    # transaction still open, and the unit of work rolls it back as after any error.
+    cached = session.info.get(_DRIVER)
+    if cached is not None and cached[1].pending and cached[0] is session.get_transaction():
+        await_only(cached[1].flush())
+
+
+_DRIVER = "_sql_driver"
 
 
 async def driver(session: AsyncSession) -> _Driver:
     """The driver connection of the session's transaction (begun here if it was not yet), cached on the
-    session for as long as that transaction lasts."""
-    transaction = session.sync_session.get_transaction()
-    cached = session.info.get("_sql_driver")
+    session for as long as that transaction lasts. Inside a SAVEPOINT (`begin_nested`), the SAVEPOINT is
+    made to exist first, which SQLAlchemy otherwise does at its first statement: ours belong inside it."""
+    sync = session.sync_session
+    transaction = sync.get_transaction()
+    cached = session.info.get(_DRIVER)
     if transaction is not None and cached is not None and cached[0] is transaction:
+        if sync.in_nested_transaction():
+            await session.connection()
         return cached[1]
     found = _Driver(await session.connection())
     await found.begin()
-    session.info["_sql_driver"] = (session.sync_session.get_transaction(), found)
+    session.info[_DRIVER] = (sync.get_transaction(), found)
     return found
 
 
-async def _prepare(session: AsyncSession, statement: Prepared | dict[str, Prepared]) -> tuple[_Driver, _Compiled]:
+async def _prepare(session: AsyncSession, statement: Prepared | dict[str, Prepared]
+                   ) -> tuple[_Driver, Prepared, _Compiled]:
     """The session's driver and the statement compiled for its dialect (`statement` may be per dialect)."""
     d = await driver(session)
     prepared = statement if isinstance(statement, Prepared) else statement[d.dialect.name]
-    return d, prepared.compiled(d.dialect)
+    return d, prepared, prepared.compiled(d.dialect)
 
 
 async def fetch(session: AsyncSession, statement: Prepared | dict[str, Prepared], **params) -> list[tuple]:
     """The statement's rows, each value converted as SQLAlchemy's result types would."""
-    d, compiled = await _prepare(session, statement)
-    return [compiled.row(r) for r in await d.fetch(compiled, compiled.args(params))]
+    d, prepared, compiled = await _prepare(session, statement)
+    text, args = await d.ahead_of(prepared, compiled, compiled.args(params))
+    return [compiled.row(r) for r in await d.fetch(text, args)]
 
 
 async def fetch_one(session: AsyncSession, statement: Prepared | dict[str, Prepared], **params) -> tuple | None:
@@ -212,23 +358,36 @@ async def fetch_one(session: AsyncSession, statement: Prepared | dict[str, Prepa
 
 async def execute(session: AsyncSession, statement: Prepared | dict[str, Prepared], **params) -> int:
     """Run a statement without result rows; returns the number of rows it changed."""
-    d, compiled = await _prepare(session, statement)
-    return await d.execute(compiled, compiled.args(params))
+    d, prepared, compiled = await _prepare(session, statement)
+    text, args = await d.ahead_of(prepared, compiled, compiled.args(params))
+    return await d.execute(text, args)
 
 
-async def execute_many(session: AsyncSession, statement: Prepared | dict[str, Prepared], rows: list[dict]) -> None:
-    """Run a statement once per parameter set, in one driver call."""
-    d, compiled = await _prepare(session, statement)
-    if len(rows) == 1:
-        await d.execute(compiled, compiled.args(rows[0]))
-    else:
-        await d.execute_many(compiled, [compiled.args(r) for r in rows])
+async def defer(session: AsyncSession, statement: Prepared | dict[str, Prepared], *, expect: int | None = None,
+                stale: str = "", **params) -> None:
+    """Queue a write (INSERT/UPDATE/DELETE) to be sent with the next ones (see the module's docstring).
+    With `expect`, the write must change exactly that many rows, or the flush raises StaleDataError
+    (`stale` is its message). Inside a SAVEPOINT the write is sent now, so it rolls back with it."""
+    d, prepared, compiled = await _prepare(session, statement)
+    if prepared.table is None:
+        raise ValueError("only writes can be deferred")
+    part = _Part(prepared, compiled, compiled.args(params), expect, stale)
+    if session.sync_session.in_nested_transaction():
+        await d.flush()
+        d._check(part, await d.execute(compiled.sql, part.args))
+        return
+    await d.queue(part)
 
 
-async def insert_rows(session: AsyncSession, table: Table, rows: list[dict]) -> None:
-    """INSERT rows (all with the same keys once defaults are filled in) in one driver call."""
+async def defer_rows(session: AsyncSession, table: Table, rows: list[dict]) -> None:
+    """Queue one INSERT of rows (all with the same keys once defaults are filled in, as the ORM would),
+    in their order."""
     rows = [with_defaults(table, r) for r in rows]
-    await execute_many(session, insert_for(table, rows[0].keys()), rows)
+    if len(rows) == 1:
+        await defer(session, insert_for(table, rows[0].keys()), **rows[0])
+    else:
+        await defer(session, insert_for(table, rows[0].keys(), rows=len(rows)),
+                    **{f"{k}_{i}": v for i, row in enumerate(rows) for k, v in row.items()})
 
 
 class Row:

@@ -56,11 +56,11 @@ async def test_a_unique_violation_on_the_driver_is_sqlalchemys_integrity_error_a
     payment = dict(order_id=order.id, provider="epay", out_trade_no=order.order_no, trade_no="T-9", amount_fen=3000,
                    received_via="notify", created_at=ctx.clock.now())
     async with unit_of_work(ctx.sessions) as session:
-        await sql.insert_rows(session, Payment.__table__, [payment])
+        await sql.defer_rows(session, Payment.__table__, [payment])
     with pytest.raises(IntegrityError):  # what zaima.db.transact retries into the duplicate branch
         async with unit_of_work(ctx.sessions) as session:
             await timeline.record(session, order, "paid", SYSTEM, ctx.clock.now())
-            await sql.insert_rows(session, Payment.__table__, [payment])
+            await sql.defer_rows(session, Payment.__table__, [payment])
     async with unit_of_work(ctx.sessions) as session:
         payments = list(await session.scalars(select(Payment).where(Payment.order_id == order.id)))
         kinds = [e.kind for e in await timeline.events_for(session, order.id)]

@@ -9,7 +9,6 @@ from datetime import timedelta
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.exc import StaleDataError
 
 from zaima import sql
 from zaima.core.audit import CUSTOMER, SYSTEM
@@ -57,20 +56,20 @@ def _update_order(columns: frozenset) -> sql.Prepared:
 
 
 async def save(session: AsyncSession, order: Order | OrderRow) -> None:
-    """Write the order's changes now. An `OrderRow` is written with one guarded
-    `UPDATE … WHERE version = :v` (a concurrent writer that got there first makes it fail with
-    StaleDataError, which `transact` retries); an ORM `Order` is flushed (its version is checked the same
-    way)."""
+    """Write the order's changes. An `OrderRow` is written with one guarded `UPDATE … WHERE version = :v`,
+    queued with the transaction's other writes (`zaima.sql.defer`): a concurrent writer that got there
+    first makes their flush fail with StaleDataError, which `transact` retries. An ORM `Order` is flushed
+    now (its version is checked the same way)."""
     if not isinstance(order, OrderRow):
         await session.flush()
         return
     changes = order.changes()
     if not changes:
         return
-    written = await sql.execute(session, _update_order(frozenset(changes)), for_id=order.id,
-                                at_version=order.version, **changes)
-    if written != 1:
-        raise StaleDataError(f"order {order.order_no} changed concurrently")
+    # Queued with the transaction's other writes; a version that moved meanwhile fails their flush.
+    await sql.defer(session, _update_order(frozenset(changes)), expect=1,
+                    stale=f"order {order.order_no} changed concurrently", for_id=order.id, at_version=order.version,
+                    **changes)
     order.version += 1
     order.mark_saved()
 

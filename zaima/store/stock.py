@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import ARRAY, Integer, any_, bindparam, func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima import sql
@@ -164,14 +164,14 @@ def _take_statements(new_status: str) -> dict[str, sql.Prepared]:
     candidates = select(CardKey.id).where(available).order_by(CardKey.id).limit(bindparam("need"))
     on_sqlite = (update(CardKey).where(CardKey.id.in_(candidates.scalar_subquery()), CardKey.status == "available")
                  .values(status=new_status, order_id=bindparam("for_order"), **stamp))
-    # PostgreSQL: pick candidates skipping keys other transactions are taking, then take them; a
-    # LIMIT … FOR UPDATE SKIP LOCKED inside the UPDATE's IN may be evaluated more than once.
-    pick = select(CardKey.id).where(available).order_by(CardKey.id).limit(bindparam("need")).with_for_update(
-        skip_locked=True)
-    take = (update(CardKey).where(CardKey.id == any_(bindparam("ids", type_=ARRAY(Integer))),
-                                  CardKey.status == "available")
-            .values(status=new_status, order_id=bindparam("for_order"), **stamp))
-    return {"sqlite": sql.Prepared(on_sqlite), "pick": sql.Prepared(pick), "take": sql.Prepared(take)}
+    # PostgreSQL: one statement picks candidates, skipping keys other transactions are taking, and takes
+    # them. The pick is a MATERIALIZED CTE: evaluated once (a LIMIT … FOR UPDATE SKIP LOCKED inside the
+    # UPDATE's IN could be evaluated more than once), and the keys it locked are ours to move.
+    picked = (select(CardKey.id).where(available).order_by(CardKey.id).limit(bindparam("need"))
+              .with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED"))
+    on_postgresql = (update(CardKey).where(CardKey.id == picked.c.id, CardKey.status == "available")
+                     .values(status=new_status, order_id=bindparam("for_order"), **stamp))
+    return sql.per_dialect(sqlite=on_sqlite, postgresql=on_postgresql)
 
 
 _TAKE = {status: _take_statements(status) for status in _STAMPED}
@@ -181,17 +181,13 @@ async def _take(session: AsyncSession, product_id: int, order_id: int, need: int
     """Move up to `need` available keys to `new_status` for `order_id`; returns how many we got.
 
     Compare-and-set: the UPDATE's `status = 'available'` guard and its row count decide who got a key."""
-    statements = _TAKE[new_status]
-    if session.bind.dialect.name != "postgresql":
-        return await sql.execute(session, statements["sqlite"], for_product=product_id, for_order=order_id,
-                                 need=need, at=now)
     got = 0
-    while got < need:
-        candidates = [r[0] for r in await sql.fetch(session, statements["pick"], for_product=product_id,
-                                                     need=need - got)]
-        if not candidates:
+    while got < need:  # PostgreSQL may skip keys another transaction holds and later lets go: ask again
+        taken = await sql.execute(session, _TAKE[new_status], for_product=product_id, for_order=order_id,
+                                  need=need - got, at=now)
+        got += taken
+        if not taken or session.bind.dialect.name != "postgresql":
             break
-        got += await sql.execute(session, statements["take"], ids=candidates, for_order=order_id, at=now)
     return got
 
 
