@@ -38,7 +38,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, bindparam, event, insert
+from sqlalchemy import Table, bindparam, event, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -397,6 +397,7 @@ class Row:
 
     __slots__ = ("_loaded",)
     _columns: tuple[str, ...] = ()
+    _select: Prepared  # the model's columns: how their values are converted
 
     @classmethod
     def of(cls, values: Sequence):
@@ -405,6 +406,12 @@ class Row:
             object.__setattr__(row, name, value)
         row._loaded = tuple(values)
         return row
+
+    @classmethod
+    def decoded(cls, dialect, raw: Sequence):
+        """A row whose values arrived raw from the driver some other way (e.g. as a record inside an array),
+        with each value converted as the model's own columns are."""
+        return cls.of(cls._select.compiled(dialect).row(raw))
 
     def changes(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name, before in zip(self._columns, self._loaded, strict=True)
@@ -432,7 +439,8 @@ def assign(target, **values) -> None:
 def row_type(model) -> type[Row]:
     """A `Row` class for an ORM model: its columns as slots, in table order, and its Python properties."""
     columns = tuple(c.key for c in model.__table__.columns)
-    namespace = {"__slots__": columns, "_columns": columns, "__module__": model.__module__}
+    namespace = {"__slots__": columns, "_columns": columns, "__module__": model.__module__,
+                 "_select": Prepared(select(*model.__table__.columns))}
     for klass in reversed(model.__mro__):
         namespace.update({k: v for k, v in vars(klass).items() if isinstance(v, property)})
     return type(f"{model.__name__}Row", (Row,), namespace)

@@ -123,3 +123,85 @@ async def test_cancelling_no_jobs_and_asking_for_no_key_states_touch_nothing(ctx
     async with unit_of_work(ctx.sessions) as session:
         pending = list(await session.scalars(select(Job.dedupe_key).where(Job.status == "pending")))
     assert sorted(pending) == [f"expire:{order.id}", f"requery:{order.id}"]
+
+
+# --- write-behind (sql.defer): queued writes behave as if they had been sent at once ---------------------
+
+
+async def _kinds(ctx, order_id: int) -> list[str]:
+    async with unit_of_work(ctx.sessions) as session:
+        return [e.kind for e in await timeline.events_for(session, order_id)]
+
+
+async def test_queued_writes_are_seen_by_every_later_read_in_the_transaction_and_committed_with_it(ctx):
+    product = await make_product(ctx, sku="wb-seen")
+    order = await make_order(ctx, product)
+    async with unit_of_work(ctx.sessions) as session:
+        await timeline.record(session, order, "paid", SYSTEM, ctx.clock.now())
+        # An ORM query, a Core statement and a driver read each see it, as if it had been sent at once.
+        assert (await session.scalars(select(OrderEvent.kind).where(OrderEvent.order_id == order.id))).all()[-1] \
+            == "paid"
+        await timeline.record(session, order, "delivered", SYSTEM, ctx.clock.now())
+        assert [e.kind for e in await timeline.events_for(session, order.id)][-2:] == ["paid", "delivered"]
+        await timeline.record(session, order, "refunded", SYSTEM, ctx.clock.now())
+    assert (await _kinds(ctx, order.id))[-3:] == ["paid", "delivered", "refunded"]
+
+
+async def test_queued_writes_of_a_failed_unit_are_dropped_and_never_reach_a_later_transaction(ctx):
+    product = await make_product(ctx, sku="wb-dropped")
+    order = await make_order(ctx, product)
+    with pytest.raises(RuntimeError):
+        async with unit_of_work(ctx.sessions) as session:
+            await timeline.record(session, order, "paid", SYSTEM, ctx.clock.now())
+            raise RuntimeError("the request failed after queuing a write")
+    # The next unit (on SQLite the very same connection) runs ORM statements and commits: the dropped
+    # write must not ride along.
+    async with unit_of_work(ctx.sessions) as session:
+        await session.get(Order, order.id)
+        await timeline.record(session, order, "expired", SYSTEM, ctx.clock.now())
+    kinds = await _kinds(ctx, order.id)
+    assert "paid" not in kinds and kinds[-1] == "expired"
+
+
+async def test_a_stale_order_save_fails_the_commit_and_nothing_queued_with_it_is_written(ctx):
+    product = await make_product(ctx, sku="wb-stale")
+    placed = await make_order(ctx, product)
+    async with unit_of_work(ctx.sessions) as session:
+        mine, _ = await orders.order_and_product(session, placed.order_no)
+    async with unit_of_work(ctx.sessions) as session:
+        theirs, _ = await orders.order_and_product(session, placed.order_no)
+        theirs.status = "expired"
+        await orders.save(session, theirs)
+    with pytest.raises(StaleDataError):
+        async with unit_of_work(ctx.sessions) as session:
+            await timeline.record(session, mine, "paid", SYSTEM, ctx.clock.now())
+            mine.status = "paid"
+            await orders.save(session, mine)
+            await timeline.record(session, mine, "delivered", SYSTEM, ctx.clock.now())
+    kinds = await _kinds(ctx, placed.id)
+    assert "paid" not in kinds and "delivered" not in kinds
+
+
+async def test_a_savepoint_keeps_writes_queued_before_it_and_rolls_back_writes_made_inside_it(ctx):
+    product = await make_product(ctx, sku="wb-savepoint")
+    order = await make_order(ctx, product)
+    async with unit_of_work(ctx.sessions) as session:
+        await timeline.record(session, order, "paid", SYSTEM, ctx.clock.now())  # queued, outside the savepoint
+        with pytest.raises(RuntimeError):
+            async with session.begin_nested():
+                await timeline.record(session, order, "delivered", SYSTEM, ctx.clock.now())
+                raise RuntimeError("roll back to the savepoint")
+        await timeline.record(session, order, "refunded", SYSTEM, ctx.clock.now())
+    kinds = await _kinds(ctx, order.id)
+    assert "paid" in kinds and "refunded" in kinds and "delivered" not in kinds
+
+
+async def test_entries_queued_one_after_another_keep_their_order_on_the_timeline(ctx):
+    product = await make_product(ctx, sku="wb-order")
+    order = await make_order(ctx, product)
+    kinds = ["paid", "delivered", "key_quarantined", "key_replaced", "refunded"]
+    async with unit_of_work(ctx.sessions) as session:
+        for kind in kinds:
+            await timeline.record(session, order, kind, SYSTEM, ctx.clock.now())
+        await timeline.record_all(session, [timeline.entry(order, k, SYSTEM, ctx.clock.now()) for k in kinds])
+    assert (await _kinds(ctx, order.id))[-10:] == kinds + kinds

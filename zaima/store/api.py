@@ -10,11 +10,11 @@ from zaima.core.errors import RateLimited
 from zaima.core.ids import normalize_order_no
 from zaima.core.money import format_yuan
 from zaima.core.signing import check_order_access_token, order_access_token
-from zaima.db import unit_of_work
+from zaima.db import read_only, unit_of_work
 from zaima.models import Order
 from zaima.store import catalog, epay, orders, payments, suppliers
 from zaima.store.schemas import OrderCreate, OrderLookup
-from zaima.store.views import order_view
+from zaima.store.views import order_view, owner_view
 from zaima.web.deps import client_ip, get_ctx, request_params
 
 router = APIRouter()
@@ -98,11 +98,10 @@ async def get_order(order_no: str, request: Request, ctx: AppContext = Depends(g
     canonical = normalize_order_no(order_no) or ""
     if not check_order_access_token(ctx.settings.secret_key, canonical, token_from(request, canonical, x_order_token)):
         raise orders.LookupFailed()
-    async with unit_of_work(ctx.sessions) as session:
-        order, product = await orders.order_and_product(session, canonical)
-        if order is None:
-            raise orders.OrderNotFound()
-        view = await order_view(session, ctx, order, reveal_keys=True, product=product)
+    async with read_only(ctx.sessions) as session:
+        view = await owner_view(session, ctx, canonical)
+    if view is None:
+        raise orders.OrderNotFound()
     return JSONResponse(view)  # plain JSON values (see order_view): no jsonable_encoder walk
 
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from typing import NamedTuple
+
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zaima import sql
 from zaima.core.ids import display_order_no
 from zaima.core.money import format_yuan
-from zaima.models import DeliveryAttempt, Product, SupplierOrder
-from zaima.store import stock, timeline
-from zaima.store.payments import payment_of
+from zaima.models import CardKey, DeliveryAttempt, Order, OrderEvent, Payment, Product, SupplierOrder
+from zaima.store import orders, stock, timeline
+from zaima.store.catalog import ProductRow
+from zaima.store.payments import PaymentRow, payment_of
 from zaima.store.refunds import refunds_of
 
 STATUS_TEXT: dict[str, tuple[str, str]] = {
@@ -37,17 +42,65 @@ def mask(secret: str) -> str:
     return secret[:2] + "*" * (len(secret) - 4) + secret[-2:]
 
 
+class Loaded(NamedTuple):
+    """An order's timeline, payment and sold keys, read together with the order."""
+    events: list
+    payment: PaymentRow | None
+    keys: list
+
+
+def _rows_of(model, *where, order_by):
+    """A correlated subquery: the model's rows matching `where`, as one array of records."""
+    return select(func.array_agg(aggregate_order_by(func.row(*model.__table__.columns), order_by))).where(
+        *where).scalar_subquery()
+
+
+# PostgreSQL: the order, its product and everything its owner's view shows, in one statement (one round trip,
+# one snapshot). SQLite answers the separate reads without a round trip each.
+_OWNER_READ = sql.Prepared(
+    select(*Order.__table__.columns, *Product.__table__.columns,
+           _rows_of(OrderEvent, OrderEvent.order_id == Order.id, order_by=OrderEvent.id),
+           select(func.row(*Payment.__table__.columns)).where(Payment.provider == "epay",
+                                                            Payment.out_trade_no == Order.order_no).scalar_subquery(),
+           _rows_of(CardKey, CardKey.order_id == Order.id, CardKey.status == "sold", order_by=CardKey.id))
+    .join(Product, Product.id == Order.product_id).where(Order.order_no == bindparam("order_no")))
+_ORDER_WIDTH, _PRODUCT_WIDTH = len(Order.__table__.columns), len(Product.__table__.columns)
+
+
+async def owner_view(session: AsyncSession, ctx, order_no: str) -> dict | None:
+    """The order (by its canonical number) as its verified owner sees it, keys in plaintext; None if there is
+    no such order. On PostgreSQL, run it in `zaima.db.read_only`: its main read is one statement."""
+    dialect = session.bind.dialect
+    if dialect.name != "postgresql":
+        order, product = await orders.order_and_product(session, order_no)
+        return None if order is None else await order_view(session, ctx, order, reveal_keys=True, product=product)
+    row = await sql.fetch_one(session, _OWNER_READ, order_no=order_no)
+    if row is None:
+        return None
+    split = _ORDER_WIDTH + _PRODUCT_WIDTH
+    events, payment, keys = row[split:]
+    loaded = Loaded([timeline.OrderEventRow.decoded(dialect, e) for e in events or ()],
+                    None if payment is None else PaymentRow.decoded(dialect, payment),
+                    [stock.CardKeyRow.decoded(dialect, k) for k in keys or ()])
+    return await order_view(session, ctx, orders.OrderRow.of(row[:_ORDER_WIDTH]), reveal_keys=True,
+                            product=ProductRow.of(row[_ORDER_WIDTH:split]), loaded=loaded)
+
+
 async def order_view(session: AsyncSession, ctx, order, *, reveal_keys: bool = False, staff: bool = False,
-                     product=None) -> dict:
+                     product=None, loaded: Loaded | None = None) -> dict:
     """A plain dict. Keys are in plaintext only with reveal_keys (the verified owner). `order` is an ORM
-    `Order` or an `OrderRow`; `product` its product, when the caller has it."""
+    `Order` or an `OrderRow`; `product` its product, and `loaded` its sold keys, timeline and payment, when
+    the caller has them."""
     product = product or await session.get(Product, order.product_id)
-    events = await timeline.events_for(session, order.id)
-    # Payments and refunds are only ever written together with paid_at / refunded_quantity: no rows to read
-    # for an order without them.
-    payment = await payment_of(session, order) if order.paid_at is not None else None
+    key_states = ("sold", "quarantined") if staff else ("sold",)
+    if loaded is None or staff:
+        # Payments and refunds are only ever written together with paid_at / refunded_quantity: no rows to
+        # read for an order without them.
+        loaded = Loaded(await timeline.events_for(session, order.id),
+                        await payment_of(session, order) if order.paid_at is not None else None,
+                        await stock.keys_of_order(session, order.id, key_states))
+    events, payment, keys = loaded
     refunds = await refunds_of(session, order.id) if order.refunded_quantity else []
-    keys = await stock.keys_of_order(session, order.id, ("sold", "quarantined") if staff else ("sold",))
     view = {
         "order_no": order.order_no,
         "display_no": display_order_no(order.order_no),
