@@ -211,9 +211,13 @@ class _Driver:
                                        connection_invalidated=gone)
         return exc
 
+    @property
+    def autocommit(self) -> bool:
+        return not self.sqlite and self.adapter.isolation_level == "autocommit"
+
     async def begin(self) -> None:
         """PostgreSQL: SQLAlchemy's adapter begins lazily, at its first statement; begin now."""
-        if self.sqlite or self.adapter._transaction is not None or self.adapter.isolation_level == "autocommit":
+        if self.sqlite or self.adapter._transaction is not None or self.autocommit:
             return
         try:
             await self.adapter._start_transaction()
@@ -367,12 +371,13 @@ async def defer(session: AsyncSession, statement: Prepared | dict[str, Prepared]
                 stale: str = "", **params) -> None:
     """Queue a write (INSERT/UPDATE/DELETE) to be sent with the next ones (see the module's docstring).
     With `expect`, the write must change exactly that many rows, or the flush raises StaleDataError
-    (`stale` is its message). Inside a SAVEPOINT the write is sent now, so it rolls back with it."""
+    (`stale` is its message). Inside a SAVEPOINT the write is sent now, so it rolls back with it; on an
+    autocommit connection (`zaima.db.read_only`), which never commits, it is sent now too."""
     d, prepared, compiled = await _prepare(session, statement)
     if prepared.table is None:
         raise ValueError("only writes can be deferred")
     part = _Part(prepared, compiled, compiled.args(params), expect, stale)
-    if session.sync_session.in_nested_transaction():
+    if session.sync_session.in_nested_transaction() or d.autocommit:
         await d.flush()
         d._check(part, await d.execute(compiled.sql, part.args))
         return

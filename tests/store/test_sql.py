@@ -205,3 +205,16 @@ async def test_entries_queued_one_after_another_keep_their_order_on_the_timeline
             await timeline.record(session, order, kind, SYSTEM, ctx.clock.now())
         await timeline.record_all(session, [timeline.entry(order, k, SYSTEM, ctx.clock.now()) for k in kinds])
     assert (await _kinds(ctx, order.id))[-10:] == kinds + kinds
+
+
+async def test_a_write_in_a_read_only_unit_is_not_lost(ctx):
+    """A read-only unit never commits (on PostgreSQL it runs in autocommit): a write there goes out at once."""
+    from zaima.db import read_only
+
+    if not ctx.settings.database_url.startswith("postgresql"):
+        pytest.skip("on SQLite read_only is a normal unit of work")
+    product = await make_product(ctx, sku="wb-read-only")
+    order = await make_order(ctx, product)
+    async with read_only(ctx.sessions) as session:
+        await timeline.record(session, order, "keys_revealed", SYSTEM, ctx.clock.now())
+    assert (await _kinds(ctx, order.id))[-1] == "keys_revealed"
