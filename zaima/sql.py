@@ -422,8 +422,10 @@ class Row:
         return {name: getattr(self, name) for name, before in zip(self._columns, self._loaded, strict=True)
                 if getattr(self, name) != before}
 
-    def mark_saved(self) -> None:
-        self._loaded = tuple(getattr(self, name) for name in self._columns)
+    def mark_saved(self, *names: str) -> None:
+        """Take the current values (of `names` only, if given) as the stored ones."""
+        self._loaded = tuple(getattr(self, name) if not names or name in names else before
+                             for name, before in zip(self._columns, self._loaded, strict=True))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={getattr(self, 'id', None)}>"

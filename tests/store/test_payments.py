@@ -92,7 +92,9 @@ async def test_repeated_notify_after_delivery_changes_nothing(ctx):
     assert await payments.handle_notify(ctx, notify_params(order, trade_no="T-OTHER")) == "duplicate"
     after = await snapshot(ctx, order.id)
     assert after["events"] == delivered["events"] + ["extra_payment"]
-    assert {**after, "events": None} == {**delivered, "events": None}
+    # Only the flag, and the version it claimed (so that the same trade notified twice at once is flagged once).
+    assert after["version"] == delivered["version"] + 1
+    assert {**after, "events": None, "version": None} == {**delivered, "events": None, "version": None}
 
 
 async def test_a_genuine_notify_is_applied_whatever_the_gateways_own_fields_hold(ctx, client):
@@ -113,6 +115,19 @@ async def test_a_genuine_notify_is_applied_whatever_the_gateways_own_fields_hold
     # The same notify again is the same payment (its stored trade number matches after the same cut).
     assert (await client.get("/pay/epay/notify", params=params)).text == "success"
     assert (await snapshot(ctx, order.id))["events"].count("extra_payment") == 0
+
+
+async def test_a_second_trade_notified_five_times_at_once_is_flagged_once(ctx):
+    """Staff refund each flagged trade: two flags for one trade would return the customer's money twice."""
+    product = await make_product(ctx)
+    await add_stock(ctx, product, ["TWICE-1", "TWICE-2"])
+    order = await make_order(ctx, product)
+    assert await payments.handle_notify(ctx, notify_params(order, trade_no="T-FIRST")) == "accepted"
+    verdicts = await asyncio.gather(*[payments.handle_notify(ctx, notify_params(order, trade_no="T-SECOND"))
+                                      for _ in range(5)])
+    assert verdicts == ["duplicate"] * 5
+    events = (await snapshot(ctx, order.id))["events"]
+    assert events.count("extra_payment") == 1 and events.count("paid") == 1
 
 
 # --- rejections ----------------------------------------------------------------------------------------------

@@ -74,6 +74,19 @@ async def save(session: AsyncSession, order: Order | OrderRow) -> None:
     order.mark_saved()
 
 
+async def claim(session: AsyncSession, order: Order | OrderRow) -> None:
+    """Bump the order's version without changing it: for a decision about the order that writes only other
+    rows (e.g. flagging a second payment once). A concurrent transaction that decided from the same version
+    then fails with StaleDataError, is retried, and sees what this one wrote."""
+    await sql.defer(session, _update_order(frozenset()), expect=1, stale=f"order {order.order_no} changed concurrently",
+                    for_id=order.id, at_version=order.version)
+    if isinstance(order, OrderRow):
+        order.version += 1
+        order.mark_saved("version")
+    else:
+        sql.assign(order, version=order.version + 1)
+
+
 def normalize_contact(text: str) -> tuple[str, str]:
     """('email'|'phone', canonical value) or a clear error."""
     # NFKC: a Chinese IME may type full-width digits and signs (１３８…, ＋８６, ＠); they mean the ASCII ones.

@@ -24,7 +24,7 @@ from zaima.models import Order, Payment, PaymentNotification
 from zaima.store import epay, timeline
 from zaima.store.delivery import deliver
 from zaima.store.epay import EpayError
-from zaima.store.orders import OrderRow, order_and_product, save, transition
+from zaima.store.orders import OrderRow, claim, order_and_product, save, transition
 
 log = structlog.get_logger("zaima.payments")
 
@@ -93,6 +93,7 @@ async def _flag_extra_payment(session: AsyncSession, ctx, order: Order | OrderRo
         return
     await timeline.record(session, order, "extra_payment", actor, ctx.clock.now(), trade_no=trade_no,
                           amount=amount_fen, reason="重复付款，需人工退款")
+    await claim(session, order)  # the same trade notified twice at once: the second retries, sees this entry
     log.warning("epay_extra_payment", order_no=order.order_no, trade_no=trade_no)
 
 
