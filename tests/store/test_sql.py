@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -218,3 +218,21 @@ async def test_a_write_in_a_read_only_unit_is_not_lost(ctx):
     async with read_only(ctx.sessions) as session:
         await timeline.record(session, order, "keys_revealed", SYSTEM, ctx.clock.now())
     assert (await _kinds(ctx, order.id))[-1] == "keys_revealed"
+
+
+async def test_a_queued_write_that_fails_at_the_next_orm_query_fails_the_unit_and_writes_nothing(ctx):
+    product = await make_product(ctx, sku="wb-fails")
+    order = await make_order(ctx, product)
+    payment = dict(order_id=order.id, provider="epay", out_trade_no=order.order_no, trade_no="T-8", amount_fen=3000,
+                   received_via="notify", created_at=ctx.clock.now())
+    async with unit_of_work(ctx.sessions) as session:
+        await sql.defer_rows(session, Payment.__table__, [payment])
+    with pytest.raises(IntegrityError):  # raised by the ORM query that sends the queue: the same error
+        async with unit_of_work(ctx.sessions) as session:
+            await timeline.record(session, order, "paid", SYSTEM, ctx.clock.now())
+            await sql.defer_rows(session, Payment.__table__, [payment])  # a duplicate
+            await session.get(Product, product.id)
+    async with unit_of_work(ctx.sessions) as session:
+        assert await session.scalar(select(func.count()).select_from(Payment)) == 1
+        await session.get(Product, product.id)  # the connection works, nothing queued is left on it
+    assert "paid" not in await _kinds(ctx, order.id)
