@@ -50,13 +50,19 @@ async def test_a_product_row_has_the_models_values_and_properties(ctx):
                                                                           model.created_at)
 
 
-async def test_a_unique_violation_on_the_driver_is_sqlalchemys_integrity_error_and_is_rolled_back(ctx):
-    product = await make_product(ctx, sku="sql-unique")
+async def _paid_order(ctx, sku: str):
+    """A product, an order of it, and the payment row stored for the order (to be inserted again)."""
+    product = await make_product(ctx, sku=sku)
     order = await make_order(ctx, product)
     payment = dict(order_id=order.id, provider="epay", out_trade_no=order.order_no, trade_no="T-9", amount_fen=3000,
                    received_via="notify", created_at=ctx.clock.now())
     async with unit_of_work(ctx.sessions) as session:
         await sql.defer_rows(session, Payment.__table__, [payment])
+    return product, order, payment
+
+
+async def test_a_unique_violation_on_the_driver_is_sqlalchemys_integrity_error_and_is_rolled_back(ctx):
+    _, order, payment = await _paid_order(ctx, "sql-unique")
     with pytest.raises(IntegrityError):  # what zaima.db.transact retries into the duplicate branch
         async with unit_of_work(ctx.sessions) as session:
             await timeline.record(session, order, "paid", SYSTEM, ctx.clock.now())
@@ -221,12 +227,7 @@ async def test_a_write_in_a_read_only_unit_is_not_lost(ctx):
 
 
 async def test_a_queued_write_that_fails_at_the_next_orm_query_fails_the_unit_and_writes_nothing(ctx):
-    product = await make_product(ctx, sku="wb-fails")
-    order = await make_order(ctx, product)
-    payment = dict(order_id=order.id, provider="epay", out_trade_no=order.order_no, trade_no="T-8", amount_fen=3000,
-                   received_via="notify", created_at=ctx.clock.now())
-    async with unit_of_work(ctx.sessions) as session:
-        await sql.defer_rows(session, Payment.__table__, [payment])
+    product, order, payment = await _paid_order(ctx, "wb-fails")
     with pytest.raises(IntegrityError):  # raised by the ORM query that sends the queue: the same error
         async with unit_of_work(ctx.sessions) as session:
             await timeline.record(session, order, "paid", SYSTEM, ctx.clock.now())
