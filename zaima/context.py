@@ -73,6 +73,9 @@ class AppContext:
             await self.message_writer.close()
         if self.checkpointer is not None:
             await self.checkpointer.stop()
+        for peer in (self.epay, self.supplier):  # their pooled HTTP connections (zaima.core.http)
+            if hasattr(peer, "aclose"):
+                await peer.aclose()
         await self.hub.close()
         await self.engine.dispose()
 

@@ -14,6 +14,8 @@ import re
 import httpx
 import structlog
 
+from zaima.core.http import PooledClient
+
 log = structlog.get_logger("zaima.bot.llm")
 
 SYSTEM = ("你是数字商品店铺的在线客服。把【资料】改写成给顾客的一段自然、礼貌、简洁的简体中文回复，"
@@ -27,6 +29,9 @@ def _adds_facts(original: str, rewritten: str) -> bool:
     return any(item not in known for item in FACTS.findall(rewritten))
 
 
+_HTTP = PooledClient(timeout=30)  # each call sets the configured timeout
+
+
 async def rephrase(settings, question: str, answer: str) -> str:
     if not settings.llm_base_url:
         return answer
@@ -35,11 +40,10 @@ async def rephrase(settings, question: str, answer: str) -> str:
                          {"role": "user", "content": f"【顾客问题】{question[:500]}\n【资料】{answer}"}]}
     headers = {"Authorization": f"Bearer {settings.llm_api_key}"} if settings.llm_api_key else {}
     try:
-        async with httpx.AsyncClient(timeout=settings.llm_timeout_seconds) as client:
-            response = await client.post(settings.llm_base_url.rstrip("/") + "/chat/completions", json=body,
-                                         headers=headers)
-            response.raise_for_status()
-            text = response.json()["choices"][0]["message"]["content"].strip()
+        response = await _HTTP.get().post(settings.llm_base_url.rstrip("/") + "/chat/completions", json=body,
+                                          headers=headers, timeout=settings.llm_timeout_seconds)
+        response.raise_for_status()
+        text = response.json()["choices"][0]["message"]["content"].strip()
     except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as exc:
         log.warning("llm_rephrase_failed", error=str(exc)[:200])
         return answer

@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from sqlalchemy import select
 
 from zaima.context import AppContext
+from zaima.core.http import PooledClient
 from zaima.core.money import MoneyFormatError, format_yuan, parse_yuan
 from zaima.db import unit_of_work
 from zaima.models import DemoGatewayTrade
@@ -38,13 +39,15 @@ def _trade_params(trade: DemoGatewayTrade, key: str) -> dict[str, str]:
                         "trade_status": "TRADE_SUCCESS"}, key)
 
 
+_HTTP = PooledClient(timeout=10)  # the demo gateway's outbound notifies
+
+
 async def send_notify(notify_url: str, params: dict[str, str]) -> bool:
     """Deliver a notify like a real gateway: retry until the merchant answers `success`."""
     for delay in NOTIFY_RETRY_SECONDS:
         await asyncio.sleep(delay)
         try:
-            async with httpx.AsyncClient(timeout=10) as client:
-                response = await client.get(notify_url, params=params)
+            response = await _HTTP.get().get(notify_url, params=params)
             if response.text.strip() == "success":
                 return True
         except httpx.HTTPError as exc:

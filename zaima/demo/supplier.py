@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from zaima.context import AppContext
+from zaima.core.http import PooledClient
 from zaima.db import unit_of_work
 from zaima.models import DemoSupplierOrder
 from zaima.store import supplier_protocol
@@ -26,6 +27,7 @@ from zaima.web.deps import get_ctx
 
 router = APIRouter(prefix="/demo-supplier", include_in_schema=False)
 log = structlog.get_logger("zaima.demo.supplier")
+_HTTP = PooledClient(timeout=10)  # the demo supplier's outbound callbacks
 DEFAULT_SCENARIO = {"outcome": "succeeded", "delay_seconds": 3, "unconfirmed_polls": 0, "callback": "normal",
                     "extra_callbacks": [], "message": ""}
 _queued: list[dict] = []
@@ -67,8 +69,7 @@ async def _send_callbacks(ctx: AppContext, order_id: int) -> None:
     statuses = [scenario["outcome"]] * (3 if mode == "repeat" else 1) + list(scenario.get("extra_callbacks", []))
     for status in statuses:
         try:
-            async with httpx.AsyncClient(timeout=10) as client:
-                await client.post(url, json=_signed(ctx, {**base, "status": status}))
+            await _HTTP.get().post(url, json=_signed(ctx, {**base, "status": status}))
         except httpx.HTTPError as exc:
             log.info("demo_supplier_callback_failed", error=exc.__class__.__name__)
 

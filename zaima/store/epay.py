@@ -13,6 +13,8 @@ from urllib.parse import urlencode
 
 import httpx
 
+from zaima.core.http import PooledClient
+
 PAY_TYPES = {"alipay": "支付宝", "wxpay": "微信支付", "qqpay": "QQ钱包"}
 
 
@@ -80,16 +82,18 @@ class EpayClient:
         self.api = gateway.rstrip("/") + "/api.php"
         self.pid = pid
         self.key = key
-        self.timeout = timeout
-        self.transport = transport
+        self.http = PooledClient(timeout, transport)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
 
     async def _call(self, method: str, params: dict) -> dict:
         try:
-            async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
-                if method == "GET":
-                    response = await client.get(self.api, params=params)
-                else:
-                    response = await client.post(self.api, data=params)
+            client = self.http.get()
+            if method == "GET":
+                response = await client.get(self.api, params=params)
+            else:
+                response = await client.post(self.api, data=params)
             return response.json()
         except (httpx.HTTPError, ValueError) as exc:
             raise EpayError(f"epay api unreachable or invalid answer: {exc.__class__.__name__}") from exc

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima.core.audit import SUPPLIER, SYSTEM, Actor
 from zaima.core.errors import Conflict
+from zaima.core.http import PooledClient
 from zaima.core.jsoncheck import storable_text
 from zaima.jobs import RetryLater, enqueue, handler
 from zaima.models import Order, Product, SupplierOrder
@@ -75,8 +76,10 @@ class HttpSupplierAdapter(SupplierAdapter):
         self.base_url = base_url.rstrip("/")
         self.app_id = app_id
         self.secret = secret
-        self.timeout = timeout
-        self.transport = transport
+        self.http = PooledClient(timeout, transport)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
 
     def _signed(self, params: dict) -> dict:
         params = {**params, "app_id": self.app_id, "timestamp": int(time.time())}
@@ -85,11 +88,11 @@ class HttpSupplierAdapter(SupplierAdapter):
 
     async def _send(self, method: str, path: str, body: dict) -> dict:
         try:
-            async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
-                if method == "POST":
-                    response = await client.post(self.base_url + path, json=body)
-                else:
-                    response = await client.get(self.base_url + path, params=body)
+            client = self.http.get()
+            if method == "POST":
+                response = await client.post(self.base_url + path, json=body)
+            else:
+                response = await client.get(self.base_url + path, params=body)
             data = response.json()
         except (httpx.HTTPError, ValueError) as exc:
             raise SupplierUnavailable(exc.__class__.__name__) from exc
