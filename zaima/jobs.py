@@ -60,11 +60,10 @@ async def enqueue_all(session: AsyncSession, ctx, jobs: list[Queued]) -> None:
     `INSERT … ON CONFLICT DO NOTHING` both queues and deduplicates, even against a concurrent writer.
     """
     now = ctx.clock.now()
-    values = {f"{column}_{i}": value for i, j in enumerate(jobs) for column, value in dict(
-        kind=j.kind, payload=j.payload, dedupe_key=j.dedupe_key, status="pending", run_at=j.run_at or now, attempts=0,
-        created_at=now, last_error="").items()}
+    rows = [dict(kind=j.kind, payload=j.payload, dedupe_key=j.dedupe_key, status="pending", run_at=j.run_at or now,
+                 attempts=0, created_at=now, last_error="") for j in jobs]
     # One multi-row statement per job count, compiled once; queued with the transaction's other writes.
-    await sql.defer(session, _insert_jobs(len(jobs)), **values)
+    await sql.defer(session, _insert_jobs(len(rows)), **sql.numbered(rows))
     if any((j.run_at or now) <= now for j in jobs):
         on_commit(session, ctx.wake_worker)
 
@@ -74,8 +73,7 @@ _JOB_COLUMNS = ("kind", "payload", "dedupe_key", "status", "run_at", "attempts",
 
 @functools.cache
 def _insert_jobs(count: int) -> dict[str, sql.Prepared]:
-    # Typed: SQLAlchemy gives an untyped parameter its column's type only in the first row.
-    rows = [{c: bindparam(f"{c}_{i}", type_=Job.__table__.c[c].type) for c in _JOB_COLUMNS} for i in range(count)]
+    rows = sql.values_rows(Job.__table__, _JOB_COLUMNS, count)
     return sql.per_dialect(**{dialect: insert_ignoring_conflicts(dialect, Job, [Job.dedupe_key]).values(rows)
                               for dialect in ("sqlite", "postgresql")})
 

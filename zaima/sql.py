@@ -117,10 +117,21 @@ def insert_for(table: Table, columns: Iterable[str], returning: tuple = (), rows
 def _insert(table: Table, columns: frozenset, returning: tuple, rows: int) -> Prepared:
     if rows == 1:
         statement = insert(table).values({c: bindparam(c) for c in sorted(columns)})
-    else:  # typed: SQLAlchemy gives an untyped parameter its column's type only in the first row
-        statement = insert(table).values([{c: bindparam(f"{c}_{i}", type_=table.c[c].type) for c in sorted(columns)}
-                                          for i in range(rows)])
+    else:
+        statement = insert(table).values(values_rows(table, sorted(columns), rows))
     return Prepared(statement.returning(*returning) if returning else statement)
+
+
+def values_rows(table: Table, columns: Iterable[str], rows: int) -> list[dict]:
+    """The VALUES of a multi-row INSERT: row i's parameters named `{column}_{i}` (see `numbered`), typed
+    (SQLAlchemy gives an untyped parameter its column's type only in the first row)."""
+    columns = tuple(columns)
+    return [{c: bindparam(f"{c}_{i}", type_=table.c[c].type) for c in columns} for i in range(rows)]
+
+
+def numbered(rows: list[dict]) -> dict:
+    """The parameters of a multi-row INSERT made with `values_rows`, from its rows."""
+    return {f"{k}_{i}": v for i, row in enumerate(rows) for k, v in row.items()}
 
 
 @functools.cache
@@ -391,8 +402,7 @@ async def defer_rows(session: AsyncSession, table: Table, rows: list[dict]) -> N
     if len(rows) == 1:
         await defer(session, insert_for(table, rows[0].keys()), **rows[0])
     else:
-        await defer(session, insert_for(table, rows[0].keys(), rows=len(rows)),
-                    **{f"{k}_{i}": v for i, row in enumerate(rows) for k, v in row.items()})
+        await defer(session, insert_for(table, rows[0].keys(), rows=len(rows)), **numbered(rows))
 
 
 class Row:

@@ -66,20 +66,24 @@ async def save(session: AsyncSession, order: Order | OrderRow) -> None:
     changes = order.changes()
     if not changes:
         return
-    # Queued with the transaction's other writes; a version that moved meanwhile fails their flush.
+    await _guarded_update(session, order, changes)
+    order.version += 1
+    order.mark_saved()
+
+
+async def _guarded_update(session: AsyncSession, order: Order | OrderRow, changes: dict) -> None:
+    """Queue `UPDATE … SET changes, version = version + 1 WHERE id AND version` with the transaction's other
+    writes; a version that moved meanwhile fails their flush with StaleDataError."""
     await sql.defer(session, _update_order(frozenset(changes)), expect=1,
                     stale=f"order {order.order_no} changed concurrently", for_id=order.id, at_version=order.version,
                     **changes)
-    order.version += 1
-    order.mark_saved()
 
 
 async def claim(session: AsyncSession, order: Order | OrderRow) -> None:
     """Bump the order's version without changing it: for a decision about the order that writes only other
     rows (e.g. flagging a second payment once). A concurrent transaction that decided from the same version
     then fails with StaleDataError, is retried, and sees what this one wrote."""
-    await sql.defer(session, _update_order(frozenset()), expect=1, stale=f"order {order.order_no} changed concurrently",
-                    for_id=order.id, at_version=order.version)
+    await _guarded_update(session, order, {})
     if isinstance(order, OrderRow):
         order.version += 1
         order.mark_saved("version")
@@ -175,9 +179,17 @@ async def create_order(session: AsyncSession, ctx, product: Product, quantity: i
 
 
 ORDER_BY_NO = select(Order).where(Order.order_no == bindparam("order_no"))  # built once
-_ORDER_AND_PRODUCT_BY_NO = sql.Prepared(
-    select(*_ORDER_COLUMNS, *Product.__table__.columns).join(Product, Product.id == Order.product_id)
-    .where(Order.order_no == bindparam("order_no")))
+# An order by its number with its product; a read that needs more of the order adds columns after these.
+ORDER_AND_PRODUCT = (select(*_ORDER_COLUMNS, *Product.__table__.columns).join(Product, Product.id == Order.product_id)
+                     .where(Order.order_no == bindparam("order_no")))
+_ORDER_AND_PRODUCT_BY_NO = sql.Prepared(ORDER_AND_PRODUCT)
+_PRODUCT_END = len(_ORDER_COLUMNS) + len(Product.__table__.columns)
+
+
+def split_order_and_product(row) -> tuple[OrderRow, ProductRow, tuple]:
+    """A row of ORDER_AND_PRODUCT as the order, its product, and the values of any columns added after."""
+    split = len(_ORDER_COLUMNS)
+    return OrderRow.of(row[:split]), ProductRow.of(row[split:_PRODUCT_END]), tuple(row[_PRODUCT_END:])
 
 
 async def order_and_product(session: AsyncSession, order_no: str) -> tuple[OrderRow, ProductRow] | tuple[None, None]:
@@ -187,8 +199,8 @@ async def order_and_product(session: AsyncSession, order_no: str) -> tuple[Order
     row = await sql.fetch_one(session, _ORDER_AND_PRODUCT_BY_NO, order_no=order_no)
     if row is None:
         return None, None
-    split = len(_ORDER_COLUMNS)
-    return OrderRow.of(row[:split]), ProductRow.of(row[split:])
+    order, product, _ = split_order_and_product(row)
+    return order, product
 
 
 async def get_order(session: AsyncSession, order_no: str) -> Order:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,7 +13,6 @@ from zaima.core.ids import display_order_no
 from zaima.core.money import format_yuan
 from zaima.models import CardKey, DeliveryAttempt, Order, OrderEvent, Payment, Product, SupplierOrder
 from zaima.store import orders, stock, timeline
-from zaima.store.catalog import ProductRow
 from zaima.store.payments import PaymentRow, payment_of
 from zaima.store.refunds import refunds_of
 
@@ -57,14 +56,11 @@ def _rows_of(model, *where, order_by):
 
 # PostgreSQL: the order, its product and everything its owner's view shows, in one statement (one round trip,
 # one snapshot). SQLite answers the separate reads without a round trip each.
-_OWNER_READ = sql.Prepared(
-    select(*Order.__table__.columns, *Product.__table__.columns,
-           _rows_of(OrderEvent, OrderEvent.order_id == Order.id, order_by=OrderEvent.id),
-           select(func.row(*Payment.__table__.columns)).where(Payment.provider == "epay",
-                                                            Payment.out_trade_no == Order.order_no).scalar_subquery(),
-           _rows_of(CardKey, CardKey.order_id == Order.id, CardKey.status == "sold", order_by=CardKey.id))
-    .join(Product, Product.id == Order.product_id).where(Order.order_no == bindparam("order_no")))
-_ORDER_WIDTH, _PRODUCT_WIDTH = len(Order.__table__.columns), len(Product.__table__.columns)
+_OWNER_READ = sql.Prepared(orders.ORDER_AND_PRODUCT.add_columns(
+    _rows_of(OrderEvent, OrderEvent.order_id == Order.id, order_by=OrderEvent.id),
+    select(func.row(*Payment.__table__.columns)).where(Payment.provider == "epay",
+                                                     Payment.out_trade_no == Order.order_no).scalar_subquery(),
+    _rows_of(CardKey, CardKey.order_id == Order.id, CardKey.status == "sold", order_by=CardKey.id)))
 
 
 async def owner_view(session: AsyncSession, ctx, order_no: str) -> dict | None:
@@ -77,13 +73,11 @@ async def owner_view(session: AsyncSession, ctx, order_no: str) -> dict | None:
     row = await sql.fetch_one(session, _OWNER_READ, order_no=order_no)
     if row is None:
         return None
-    split = _ORDER_WIDTH + _PRODUCT_WIDTH
-    events, payment, keys = row[split:]
+    order, product, (events, payment, keys) = orders.split_order_and_product(row)
     loaded = Loaded([timeline.OrderEventRow.decoded(dialect, e) for e in events or ()],
                     None if payment is None else PaymentRow.decoded(dialect, payment),
                     [stock.CardKeyRow.decoded(dialect, k) for k in keys or ()])
-    return await order_view(session, ctx, orders.OrderRow.of(row[:_ORDER_WIDTH]), reveal_keys=True,
-                            product=ProductRow.of(row[_ORDER_WIDTH:split]), loaded=loaded)
+    return await order_view(session, ctx, order, reveal_keys=True, product=product, loaded=loaded)
 
 
 async def order_view(session: AsyncSession, ctx, order, *, reveal_keys: bool = False, staff: bool = False,
