@@ -34,8 +34,8 @@ class AppContext:
     # starts itself on first publish or presence call, so code that never runs the lifespan works.
     hub: Hub = field(default_factory=InProcessHub)
 
-    async def transact(self, fn, attempts: int = 6):
-        return await transact(self.sessions, fn, attempts)
+    async def transact(self, fn, attempts: int = 6, *, lean: bool = False):
+        return await transact(self.sessions, fn, attempts, lean=lean)
 
     def wake_worker(self) -> None:
         self.worker_wakeup.set()

@@ -284,10 +284,32 @@ async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncItera
         except BaseException:
             await session.rollback()
             raise
-        for callback in session.info.pop("on_commit", []):
-            result = callback()
-            if hasattr(result, "__await__"):
-                await result
+        await _after_commit(session.info)
+
+
+async def _after_commit(info: dict) -> None:
+    for callback in info.pop("on_commit", []):
+        result = callback()
+        if hasattr(result, "__await__"):
+            await result
+
+
+@asynccontextmanager
+async def lean_unit(sessions: async_sessionmaker[AsyncSession], read_only: bool = False) -> AsyncIterator[sql.Tx]:
+    """`unit_of_work` on the driver (`zaima.sql.Tx`): for code that reads and writes only through `zaima.sql`.
+    Such code that reaches for the ORM raises `zaima.sql.NeedsSession`; `transact` and `read` with
+    `lean=True` then run it again in a session."""
+    tx = await sql.Tx.open(sessions.kw["bind"], read_only=read_only)
+    try:
+        try:
+            yield tx
+            await tx.commit()
+        except BaseException:
+            await tx.rollback()
+            raise
+    finally:
+        await tx.close()
+    await _after_commit(tx.info)
 
 
 @asynccontextmanager
@@ -347,15 +369,38 @@ def is_unstorable_value(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and (_sqlstate(exc) or "").startswith("22")
 
 
+async def read(sessions: async_sessionmaker[AsyncSession], fn: Callable[[AsyncSession], Awaitable[T]], *,
+               lean: bool = False) -> T:
+    """Run `fn` in a `read_only` unit; with `lean`, first in a read-only `lean_unit` (see `transact`)."""
+    if lean:
+        try:
+            async with lean_unit(sessions, read_only=True) as tx:
+                return await fn(tx)
+        except sql.NeedsSession:
+            pass
+    async with read_only(sessions) as session:
+        return await fn(session)
+
+
 async def transact(sessions: async_sessionmaker[AsyncSession], fn: Callable[[AsyncSession], Awaitable[T]],
-                   attempts: int = 6) -> T:
+                   attempts: int = 6, *, lean: bool = False) -> T:
     """Run `fn` in its own unit of work, retrying when a concurrent writer won the race.
 
     A lost optimistic lock, a duplicate idempotency key or a serialization failure means another
     transaction changed the same thing first; running `fn` again sees that change and decides anew.
+
+    `lean`: for the hot paths. `fn` runs in a `lean_unit` first; if it needs an ORM session after all (a
+    branch of the rules that loads ORM objects), that unit is rolled back and `fn`, like any retry, runs
+    again from the start, in a session. So `fn` must, as for any retry, do nothing outside its unit.
     """
     for attempt in range(attempts):
         try:
+            if lean:
+                try:
+                    async with lean_unit(sessions) as tx:
+                        return await fn(tx)
+                except sql.NeedsSession:
+                    lean = False  # this path needs the ORM: this attempt, and any retry, in a session
             async with unit_of_work(sessions) as session:
                 return await fn(session)
         except Exception as exc:

@@ -32,6 +32,7 @@ two INSERTs could get their ids in either order); a second write to a table flus
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sqlite3
@@ -41,12 +42,12 @@ from typing import Any, NamedTuple
 from sqlalchemy import Table, bindparam, event, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql import Executable
-from sqlalchemy.util import await_only
+from sqlalchemy.util import await_only, greenlet_spawn
 
 _MISSING = object()
 
@@ -191,25 +192,36 @@ def _batchable(compiled: _Compiled) -> bool:
 
 
 class _Driver:
-    """The session's transaction connection, as the driver sees it, and that transaction's queued writes."""
+    """A transaction's connection as the driver sees it, and that transaction's queued writes. `home` is
+    what owns the connection: a session's AsyncConnection, or a `Tx`."""
 
-    __slots__ = ("connection", "dialect", "adapter", "raw", "sqlite", "root", "pending")
+    __slots__ = ("home", "dialect", "adapter", "raw", "sqlite", "root", "pending", "info", "autocommit")
 
-    def __init__(self, connection: AsyncConnection) -> None:
-        self.connection = connection
-        self.dialect = connection.dialect
-        self.adapter = connection.sync_connection.connection.dbapi_connection
-        self.sqlite = self.dialect.name == "sqlite"
+    def __init__(self, home, dialect, adapter, *, root=None, info: dict | None = None) -> None:
+        self.home = home
+        self.dialect = dialect
+        self.adapter = adapter
+        self.sqlite = dialect.name == "sqlite"
         # SQLite: the sqlite3 connection inside aiosqlite (zaima.db runs its calls in the loop's thread);
         # PostgreSQL: the asyncpg connection.
-        self.raw = self.adapter._connection._conn if self.sqlite else self.adapter._connection
-        self.root = connection.sync_connection.get_transaction()  # the queue belongs to this transaction
+        self.raw = adapter._connection._conn if self.sqlite else adapter._connection
+        self.root = root  # a session's queue belongs to this transaction
         self.pending: list[_Part] = []
+        self.info = {} if info is None else info  # where the flush hook finds a session's queue
+        self.autocommit = not self.sqlite and adapter.isolation_level == "autocommit"
 
-    async def _error(self, statement: str, args, exc: Exception) -> Exception:
+    @classmethod
+    def of_connection(cls, connection: AsyncConnection) -> _Driver:
+        sync = connection.sync_connection
+        return cls(connection, connection.dialect, sync.connection.dbapi_connection, root=sync.get_transaction(),
+                   info=sync.info)
+
+    async def _error(self, statement: str, args, exc: BaseException) -> BaseException:
         """A driver error as SQLAlchemy would have raised it (anything else, e.g. OverflowError binding a
         huge int on SQLite, unchanged). A connection the error shows to be gone is invalidated, as
         SQLAlchemy does for its own statements, so the pool replaces it instead of lending it out again."""
+        if not isinstance(exc, Exception):
+            return exc  # a cancellation: what it left the connection in is the owner's to clean up
         if self.sqlite:
             return DBAPIError.instance(statement, args, exc, sqlite3.Error) if isinstance(exc, sqlite3.Error) else exc
         try:
@@ -217,14 +229,10 @@ class _Driver:
         except Exception as translated:  # noqa: BLE001 - returned wrapped below
             gone = self.dialect.is_disconnect(translated, self.adapter, None)
             if gone:
-                await self.connection.invalidate(translated)
+                await self.home.invalidate(translated)
             return DBAPIError.instance(statement, args, translated, self.dialect.loaded_dbapi.Error,
                                        connection_invalidated=gone)
         return exc
-
-    @property
-    def autocommit(self) -> bool:
-        return not self.sqlite and self.adapter.isolation_level == "autocommit"
 
     async def begin(self) -> None:
         """PostgreSQL: SQLAlchemy's adapter begins lazily, at its first statement; begin now."""
@@ -234,6 +242,22 @@ class _Driver:
             await self.adapter._start_transaction()
         except Exception as exc:
             raise await self._error("BEGIN", (), exc) from exc
+
+    async def command(self, text: str) -> None:
+        """A statement without parameters or rows (BEGIN, COMMIT, ROLLBACK), straight to the driver."""
+        try:
+            if self.sqlite:
+                # Through aiosqlite: zaima.db runs a BEGIN that must wait for another process's lock in
+                # aiosqlite's thread, off the event loop.
+                await self.adapter._connection.execute(text)
+            else:
+                await self.raw.execute(text)
+        except BaseException as exc:
+            raise await self._error(text, (), exc) from exc
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.in_transaction if self.sqlite else self.raw.is_in_transaction()
 
     async def fetch(self, text: str, args: tuple) -> list:
         try:
@@ -260,7 +284,7 @@ class _Driver:
         if any(p.prepared.table == part.prepared.table for p in self.pending):
             await self.flush()
         self.pending.append(part)
-        self.connection.sync_connection.info[_QUEUED] = self
+        self.info[_QUEUED] = self
 
     @staticmethod
     def _check(part: _Part, count: int) -> None:
@@ -270,7 +294,7 @@ class _Driver:
     async def flush(self) -> None:
         """Send the queued writes: SQLite one by one (no round trips to save), PostgreSQL as one statement."""
         parts, self.pending = self.pending, []
-        self.connection.sync_connection.info.pop(_QUEUED, None)
+        self.info.pop(_QUEUED, None)
         if not parts:
             return
         if self.sqlite or not all(_batchable(p.compiled) for p in parts):
@@ -295,7 +319,7 @@ class _Driver:
             await self.flush()
             return compiled.sql, args
         self.pending = []
-        self.connection.sync_connection.info.pop(_QUEUED, None)
+        self.info.pop(_QUEUED, None)
         text = _batch_sql(tuple((p.compiled, False) for p in parts), compiled)
         return text, tuple(a for p in parts for a in p.args) + args
 
@@ -334,10 +358,85 @@ def _before_commit(session: Session) -> None:
 _DRIVER = "_sql_driver"
 
 
-async def driver(session: AsyncSession) -> _Driver:
+class NeedsSession(BaseException):  # noqa: N818 - a signal, like CancelledError, not an error
+    """Code running in a `Tx` asked for what only an ORM session has (`get`, `add`, `scalars`, a flush…).
+
+    The unit that ran it (`zaima.db.transact` / `zaima.db.read` with `lean=True`) rolls the `Tx` back and
+    runs the same function again in an `AsyncSession`. A BaseException, so that no `except Exception` on
+    the way up can mistake it for a failure of the work itself."""
+
+
+class Tx:
+    """A transaction straight on a pooled driver connection, for the hot paths whose every statement goes
+    through this module: no AsyncSession, no SQLAlchemy Connection, no greenlet per statement.
+
+    A session's begin, commit and close cost about as much Python as the statements of a small unit of
+    work. A `Tx` stands in for the session: services that take `session` and run `fetch`/`execute`/`defer`
+    work unchanged, `info` carries `zaima.db.on_commit` callbacks, `bind` gives the dialect. Asked for
+    anything else a session has, it raises `NeedsSession` (see there). Made and ended by `zaima.db`."""
+
+    __slots__ = ("bind", "info", "driver", "_fairy", "_dead")
+    no_autoflush = contextlib.nullcontext()  # nothing to autoflush
+
+    def __getattr__(self, name: str):
+        raise NeedsSession(name)
+
+    @classmethod
+    async def open(cls, engine: AsyncEngine, *, read_only: bool = False) -> Tx:
+        """Check a connection out of the engine's pool and begin. `read_only` on PostgreSQL: no BEGIN (each
+        statement is its own snapshot; a write is sent at once and commits by itself)."""
+        tx = object.__new__(cls)
+        tx.bind, tx.info, tx._dead = engine, {}, False
+        tx._fairy = await engine.raw_connection()
+        tx.driver = d = _Driver(tx, engine.dialect, tx._fairy.dbapi_connection)
+        d.autocommit = read_only and not d.sqlite
+        if d.in_transaction:  # never expected: a connection is only ever returned outside a transaction
+            await tx.close()
+            raise RuntimeError("pooled connection is inside a transaction")
+        if not d.autocommit:
+            try:
+                await d.command("BEGIN IMMEDIATE" if d.sqlite else "BEGIN ISOLATION LEVEL READ COMMITTED")
+            except BaseException:
+                tx._dead = True  # e.g. cancelled while a SQLite BEGIN waits in aiosqlite's thread: it may still win
+                await tx.close()
+                raise
+        return tx
+
+    async def commit(self) -> None:
+        await self.driver.flush()
+        if not self.driver.autocommit:
+            await self.driver.command("COMMIT")
+
+    async def rollback(self) -> None:
+        self.driver.pending.clear()
+        if self.driver.autocommit or self._dead:
+            return
+        try:
+            await self.driver.command("ROLLBACK")
+        except Exception:  # the error that made us roll back is the one to report
+            self._dead = True  # e.g. a statement still in flight: the connection is not reusable
+        except BaseException:
+            self._dead = True
+            raise
+
+    async def invalidate(self, _exc: BaseException | None = None) -> None:
+        self._dead = True
+
+    async def close(self) -> None:
+        """Back to the pool; a connection that failed or is still inside a transaction is discarded instead."""
+        fairy = self._fairy
+        if self._dead or self.driver.in_transaction:
+            await greenlet_spawn(fairy.invalidate)
+        else:
+            await greenlet_spawn(fairy.close)  # the pool's checkin (its reset has nothing to roll back)
+
+
+async def driver(session: AsyncSession | Tx) -> _Driver:
     """The driver connection of the session's transaction (begun here if it was not yet), cached on the
     session for as long as that transaction lasts. Inside a SAVEPOINT (`begin_nested`), the SAVEPOINT is
     made to exist first, which SQLAlchemy otherwise does at its first statement: ours belong inside it."""
+    if type(session) is Tx:
+        return session.driver
     sync = session.sync_session
     transaction = sync.get_transaction()
     cached = session.info.get(_DRIVER)
@@ -345,7 +444,7 @@ async def driver(session: AsyncSession) -> _Driver:
         if sync.in_nested_transaction():
             await session.connection()
         return cached[1]
-    found = _Driver(await session.connection())
+    found = _Driver.of_connection(await session.connection())
     await found.begin()
     session.info[_DRIVER] = (sync.get_transaction(), found)
     return found
@@ -388,7 +487,7 @@ async def defer(session: AsyncSession, statement: Prepared | dict[str, Prepared]
     if prepared.table is None:
         raise ValueError("only writes can be deferred")
     part = _Part(prepared, compiled, compiled.args(params), expect, stale)
-    if session.sync_session.in_nested_transaction() or d.autocommit:
+    if d.autocommit or (type(session) is not Tx and session.sync_session.in_nested_transaction()):
         await d.flush()
         d._check(part, await d.execute(compiled.sql, part.args))
         return

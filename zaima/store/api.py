@@ -10,7 +10,7 @@ from zaima.core.errors import RateLimited
 from zaima.core.ids import normalize_order_no
 from zaima.core.money import format_yuan
 from zaima.core.signing import check_order_access_token, order_access_token
-from zaima.db import read_only, unit_of_work
+from zaima.db import read, unit_of_work
 from zaima.models import Order
 from zaima.store import catalog, epay, orders, payments, suppliers
 from zaima.store.schemas import OrderCreate, OrderLookup
@@ -72,11 +72,13 @@ def checkout_links(ctx: AppContext, order, product_name: str) -> dict:
 
 
 async def place_order(ctx: AppContext, body: OrderCreate, ip: str) -> tuple[object, dict]:
-    async with unit_of_work(ctx.sessions) as session:
+    async def place(session):
         product = await catalog.product_on_sale(session, body.sku)
         order = await orders.create_order(session, ctx, product, body.quantity, body.contact, body.query_password,
                                           body.inputs, body.pay_type, ip)
-        name = product.name
+        return order, product.name
+
+    order, name = await ctx.transact(place, lean=True)
     return order, checkout_links(ctx, order, name)
 
 
@@ -98,8 +100,7 @@ async def get_order(order_no: str, request: Request, ctx: AppContext = Depends(g
     canonical = normalize_order_no(order_no) or ""
     if not check_order_access_token(ctx.settings.secret_key, canonical, token_from(request, canonical, x_order_token)):
         raise orders.LookupFailed()
-    async with read_only(ctx.sessions) as session:
-        view = await owner_view(session, ctx, canonical)
+    view = await read(ctx.sessions, lambda session: owner_view(session, ctx, canonical), lean=True)
     if view is None:
         raise orders.OrderNotFound()
     return JSONResponse(view)  # plain JSON values (see order_view): no jsonable_encoder walk

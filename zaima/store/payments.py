@@ -140,7 +140,7 @@ async def handle_notify(ctx, params: dict[str, str], remote_addr: str = "") -> s
                          verdict=verdict, reason=why, params=params, remote_addr=remote_addr[:64])
         return verdict, why
 
-    verdict, why = await ctx.transact(apply)
+    verdict, why = await ctx.transact(apply, lean=True)
     if verdict == "rejected":
         log.warning("epay_notify_rejected", out_trade_no=out_trade_no, reason=why, remote_addr=remote_addr)
     else:

@@ -1,0 +1,198 @@
+"""Units of work on the driver (zaima.sql.Tx, zaima.db.lean_unit), on SQLite and PostgreSQL: the order hot
+paths' transactions. They commit what they wrote and nothing else, a failure or a cancellation leaves
+neither half a change nor a connection inside a transaction in the pool, and code that needs the ORM after
+all runs again, whole, in a session."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.util import greenlet_spawn
+
+from tests.store.helpers import make_order, make_product
+from zaima import sql
+from zaima.core.audit import SYSTEM
+from zaima.db import lean_unit, on_commit, read, transact, unit_of_work
+from zaima.models import Order, OrderEvent
+from zaima.store import timeline
+
+
+async def _kinds(ctx, order_id: int) -> list[str]:
+    async with unit_of_work(ctx.sessions) as session:
+        return list(await session.scalars(select(OrderEvent.kind).where(OrderEvent.order_id == order_id)
+                                          .order_by(OrderEvent.id)))
+
+
+def _on_postgresql(ctx) -> bool:
+    return ctx.engine.dialect.name == "postgresql"
+
+
+async def _connection_left_in_transaction(ctx) -> bool:
+    """Whether a connection the pool holds is inside a transaction (none ever may be): on SQLite, the pool's
+    one connection; on PostgreSQL, any session of the test database idle in a transaction."""
+    raw = await ctx.engine.raw_connection()
+    try:
+        if ctx.engine.dialect.name == "sqlite":
+            return raw.driver_connection._conn.in_transaction
+        return await raw.driver_connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND state LIKE 'idle in transaction%'") > 0
+    finally:
+        await greenlet_spawn(raw.close)
+
+
+async def test_a_lean_unit_commits_its_writes_and_runs_its_after_commit_callbacks_once(ctx):
+    product = await make_product(ctx, sku="lean-commit")
+    order = await make_order(ctx, product)
+    seen, called = [], []
+
+    async def work(session):
+        seen.append(type(session))
+        await timeline.record(session, order, "paid", SYSTEM, ctx.clock.now())  # queued
+        assert [e.kind for e in await timeline.events_for(session, order.id)][-1] == "paid"  # read back in the unit
+        await timeline.record(session, order, "delivered", SYSTEM, ctx.clock.now())  # queued until the commit
+        on_commit(session, lambda: called.append("after"))
+        return "done"
+
+    assert await transact(ctx.sessions, work, lean=True) == "done"
+    assert seen == [sql.Tx]  # it ran on the driver, not in a session
+    assert (await _kinds(ctx, order.id))[-2:] == ["paid", "delivered"] and called == ["after"]
+
+
+async def test_a_failed_lean_unit_writes_nothing_and_leaves_no_transaction_on_the_connection(ctx):
+    product = await make_product(ctx, sku="lean-fail")
+    order = await make_order(ctx, product)
+    called = []
+    with pytest.raises(RuntimeError):
+        async with lean_unit(ctx.sessions) as tx:
+            await timeline.record(tx, order, "paid", SYSTEM, ctx.clock.now())
+            await timeline.events_for(tx, order.id)  # the write is sent, inside the transaction
+            await timeline.record(tx, order, "delivered", SYSTEM, ctx.clock.now())  # queued
+            on_commit(tx, lambda: called.append("after"))
+            raise RuntimeError("the request failed half-way")
+    assert not await _connection_left_in_transaction(ctx)
+    kinds = await _kinds(ctx, order.id)
+    assert "paid" not in kinds and "delivered" not in kinds and called == []
+    # The next unit (on SQLite the very same connection) commits only its own write.
+    async with lean_unit(ctx.sessions) as tx:
+        await timeline.record(tx, order, "expired", SYSTEM, ctx.clock.now())
+    assert (await _kinds(ctx, order.id))[-1] == "expired" and "paid" not in await _kinds(ctx, order.id)
+
+
+async def test_code_that_needs_the_orm_runs_again_whole_in_a_session(ctx):
+    product = await make_product(ctx, sku="lean-escalate")
+    order = await make_order(ctx, product)
+    runs = []
+
+    async def work(session):
+        runs.append(type(session))
+        await timeline.record(session, order, "payment_checked", SYSTEM, ctx.clock.now())
+        await timeline.events_for(session, order.id)  # sent: the lean attempt has really written it
+        loaded = await session.get(Order, order.id)  # the ORM: only a session has it
+        return loaded.order_no
+
+    assert await transact(ctx.sessions, work, lean=True) == order.order_no
+    assert runs[0] is sql.Tx and runs[1:] == [AsyncSession]
+    # The first attempt's write was rolled back with it: the entry is there once, from the session's run.
+    assert (await _kinds(ctx, order.id)).count("payment_checked") == 1
+    assert not await _connection_left_in_transaction(ctx)
+
+
+async def test_a_lean_read_that_needs_the_orm_is_answered_from_a_session(ctx):
+    product = await make_product(ctx, sku="lean-read")
+    order = await make_order(ctx, product)
+    runs = []
+
+    async def view(session):
+        runs.append(type(session))
+        return (await session.get(Order, order.id)).status
+
+    assert await read(ctx.sessions, view, lean=True) == "pending_payment"
+    assert runs == [sql.Tx, AsyncSession]
+
+
+async def test_a_write_in_a_lean_read_is_not_lost(ctx):
+    """A read-only lean unit on PostgreSQL runs without BEGIN (autocommit): a write there goes out at once.
+    On SQLite it is a normal transaction, committed at its end."""
+    product = await make_product(ctx, sku="lean-read-write")
+    order = await make_order(ctx, product)
+    async with lean_unit(ctx.sessions, read_only=True) as tx:
+        assert tx.driver.autocommit is _on_postgresql(ctx)
+        await timeline.record(tx, order, "keys_revealed", SYSTEM, ctx.clock.now())
+    assert (await _kinds(ctx, order.id))[-1] == "keys_revealed"
+
+
+async def test_a_lean_unit_cancelled_while_waiting_rolls_back_and_the_pool_still_serves(ctx):
+    product = await make_product(ctx, sku="lean-cancel-idle")
+    order = await make_order(ctx, product)
+    entered = asyncio.Event()
+
+    async def request():
+        async with lean_unit(ctx.sessions) as tx:
+            await timeline.record(tx, order, "paid", SYSTEM, ctx.clock.now())
+            await timeline.events_for(tx, order.id)
+            entered.set()
+            await asyncio.sleep(30)  # e.g. waiting on something else when the server shuts down
+
+    task = asyncio.create_task(request())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not await _connection_left_in_transaction(ctx)
+    assert "paid" not in await _kinds(ctx, order.id)
+
+
+async def test_a_lean_unit_cancelled_inside_a_statement_rolls_back_and_the_pool_still_serves(ctx):
+    """Cancelled while PostgreSQL runs its statement (the connection is mid-protocol, inside the transaction):
+    nothing is committed and no connection is left inside a transaction."""
+    if not _on_postgresql(ctx):
+        pytest.skip("a SQLite statement runs inline: it cannot be cancelled half-way")
+    product = await make_product(ctx, sku="lean-cancel-busy")
+    order = await make_order(ctx, product)
+    started = asyncio.Event()
+
+    async def request():
+        async with lean_unit(ctx.sessions) as tx:
+            await timeline.record(tx, order, "paid", SYSTEM, ctx.clock.now())
+            await timeline.events_for(tx, order.id)
+            started.set()
+            await sql.fetch(tx, sql.Prepared(select(func.pg_sleep(5))))
+
+    task = asyncio.create_task(request())
+    await started.wait()
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not await _connection_left_in_transaction(ctx)
+    assert "paid" not in await _kinds(ctx, order.id)
+    async with lean_unit(ctx.sessions) as tx:
+        await timeline.record(tx, order, "expired", SYSTEM, ctx.clock.now())
+    assert (await _kinds(ctx, order.id))[-1] == "expired"
+
+
+async def test_a_lean_unit_whose_connection_dies_fails_cleanly_and_the_next_gets_a_new_one(ctx):
+    """The database ended the connection mid-unit (a restart, an idle timeout): the unit fails with
+    SQLAlchemy's disconnect error, writes nothing, and later units work on a fresh connection."""
+    if not _on_postgresql(ctx):
+        pytest.skip("an embedded SQLite connection cannot be ended from outside")
+    product = await make_product(ctx, sku="lean-dies")
+    order = await make_order(ctx, product)
+    with pytest.raises(DBAPIError) as caught:
+        async with lean_unit(ctx.sessions) as tx:
+            await timeline.record(tx, order, "paid", SYSTEM, ctx.clock.now())
+            await timeline.events_for(tx, order.id)
+            async with unit_of_work(ctx.sessions) as other:  # another connection ends this one's backend
+                await other.execute(select(func.pg_terminate_backend(tx.driver.raw.get_server_pid())))
+            await timeline.events_for(tx, order.id)
+    assert caught.value.connection_invalidated
+    assert "paid" not in await _kinds(ctx, order.id)
+    for _ in range(3):  # whichever pooled connection comes next
+        async with lean_unit(ctx.sessions) as tx:
+            await timeline.record(tx, order, "expired", SYSTEM, ctx.clock.now())
+    assert (await _kinds(ctx, order.id))[-3:] == ["expired"] * 3
