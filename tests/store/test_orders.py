@@ -118,6 +118,19 @@ async def test_bad_checkout_gets_a_clear_chinese_error_and_changes_nothing(ctx, 
     assert (await client.post("/api/v1/orders", json={"sku": "co-bad", "contact": "a@example.com"})).status_code == 201
 
 
+async def test_an_unreadable_or_incomplete_checkout_body_is_refused_by_name_and_documented(ctx, client):
+    reply = await client.post("/api/v1/orders", content=b'{"sku": "co-x", ', headers={"content-type": "application/json"})
+    assert reply.status_code == 422 and reply.json()["error"]["message"].startswith("请求内容有误")
+    reply = await client.post("/api/v1/orders", json={"sku": "co-x"})
+    assert reply.status_code == 422 and reply.json()["error"]["message"] == "请求内容有误，请检查：contact"
+    await _nothing_happened(ctx)
+    # The route reads its body and token itself; OpenAPI still shows both.
+    api = (await client.get("/openapi.json")).json()["paths"]
+    body = api["/api/v1/orders"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["sku", "contact"] and "quantity" in body["properties"]
+    assert "x-order-token" in [p["name"] for p in api["/api/v1/orders/{order_no}"]["get"]["parameters"]]
+
+
 async def test_a_product_sku_must_be_plain_ascii(ctx):
     for sku in ["abc\n", "abc\x00", "-abc", "a b", "商品", "", "x" * 65]:
         with pytest.raises(ValidationFailed) as err:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 
 from zaima.context import AppContext
+
+M = TypeVar("M", bound=BaseModel)
 
 
 async def get_ctx(request: Request) -> AppContext:
@@ -23,3 +29,28 @@ async def request_params(request: Request) -> dict[str, str]:
         form = await request.form()
         params.update({k: v for k, v in form.items() if isinstance(v, str)})
     return params
+
+
+def ctx_of(request: Request) -> AppContext:
+    """`get_ctx` for the hot routes, called directly: a FastAPI dependency costs ~20 µs per request to solve."""
+    return request.app.state.ctx
+
+
+async def json_body(request: Request, model: type[M]) -> M:
+    """The request's JSON body as `model`, for hot routes that read it themselves instead of declaring it (FastAPI's
+    body solving costs ~40 µs per request). A bad body is the same 422 as FastAPI's own validation gives."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]) from None
+
+
+def documented(body: type[BaseModel] | None = None, headers: tuple[str, ...] = ()) -> dict:
+    """`openapi_extra` for a route that reads its body (`json_body`) or headers itself: OpenAPI still shows them."""
+    extra: dict = {}
+    if body is not None:
+        extra["requestBody"] = {"required": True, "content": {"application/json": {"schema": body.model_json_schema()}}}
+    if headers:
+        extra["parameters"] = [{"name": h, "in": "header", "required": False, "schema": {"type": "string"}}
+                               for h in headers]
+    return extra
