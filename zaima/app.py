@@ -170,6 +170,8 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
     app.include_router(service_admin.router)
     app.include_router(service_admin.console_api)
     app.include_router(pages.router)
+    app.router.routes[0:0] = api.hot_routes()
+    app.router._mark_routes_changed()  # FastAPI's router caches what it derives from its routes
 
     @app.get("/widget.js", include_in_schema=False)
     async def widget_js():
