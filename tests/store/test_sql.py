@@ -16,7 +16,7 @@ from zaima import sql
 from zaima.core.audit import SYSTEM
 from zaima.db import unit_of_work
 from zaima.models import Order, OrderEvent, Payment, Product
-from zaima.store import catalog, orders, timeline
+from zaima.store import orders, timeline
 
 
 async def test_rows_written_on_the_driver_read_back_through_the_orm_as_written(ctx):
@@ -43,7 +43,7 @@ async def test_rows_written_on_the_driver_read_back_through_the_orm_as_written(c
 async def test_a_product_row_has_the_models_values_and_properties(ctx):
     await make_product(ctx, sku="sql-product", allow_backorder=False)
     async with unit_of_work(ctx.sessions) as session:
-        row = await catalog.product_on_sale(session, "sql-product")
+        row, _ = await orders.product_for_checkout(session, "sql-product")
         model = await session.scalar(select(Product).where(Product.sku == "sql-product"))
     assert row.allow_backorder is False and row.active is True and row.is_stocked is True
     assert (row.id, row.price_fen, row.input_fields, row.created_at) == (model.id, model.price_fen, model.input_fields,

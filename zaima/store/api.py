@@ -74,9 +74,9 @@ def checkout_links(ctx: AppContext, order, product_name: str) -> dict:
 
 async def place_order(ctx: AppContext, body: OrderCreate, ip: str) -> tuple[object, dict]:
     async def place(session):
-        product = await catalog.product_on_sale(session, body.sku)
+        product, order_id = await orders.product_for_checkout(session, body.sku)
         order = await orders.create_order(session, ctx, product, body.quantity, body.contact, body.query_password,
-                                          body.inputs, body.pay_type, ip)
+                                          body.inputs, body.pay_type, ip, order_id=order_id)
         return order, product.name
 
     order, name = await ctx.transact(place, lean=True)

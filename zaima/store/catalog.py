@@ -144,7 +144,6 @@ async def update_product(session: AsyncSession, product: Product, **values) -> P
 
 _BY_SKU = select(Product).where(Product.sku == bindparam("sku"))  # built once
 ProductRow = sql.row_type(Product)  # a product as the order hot paths read it (see zaima.sql)
-_ROW_BY_SKU = sql.Prepared(select(*Product.__table__.columns).where(Product.sku == bindparam("sku")))
 
 
 class ProductNotFound(NotFound):
@@ -158,15 +157,6 @@ async def get_product(session: AsyncSession, sku: str, active_only: bool = False
     if SKU_PATTERN.fullmatch(sku or ""):
         product = await session.scalar(_BY_SKU, {"sku": sku})
     if product is None or (active_only and not product.active):
-        raise ProductNotFound()
-    return product
-
-
-async def product_on_sale(session: AsyncSession, sku: str) -> ProductRow:
-    """The product a checkout buys, as a row (the checkout only reads it)."""
-    row = await sql.fetch_one(session, _ROW_BY_SKU, sku=sku) if SKU_PATTERN.fullmatch(sku or "") else None
-    product = ProductRow.of(row) if row is not None else None
-    if product is None or not product.active:
         raise ProductNotFound()
     return product
 

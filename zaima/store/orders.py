@@ -7,7 +7,7 @@ import re
 import unicodedata
 from datetime import timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zaima import sql
@@ -18,7 +18,13 @@ from zaima.core.passwords import hash_password, verify_password
 from zaima.jobs import Queued, enqueue_all
 from zaima.models import Order, Product
 from zaima.store import stock, timeline
-from zaima.store.catalog import MAX_AMOUNT_FEN, ProductRow, validate_recharge_inputs
+from zaima.store.catalog import (
+    MAX_AMOUNT_FEN,
+    SKU_PATTERN,
+    ProductNotFound,
+    ProductRow,
+    validate_recharge_inputs,
+)
 from zaima.store.epay import PAY_TYPES
 
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
@@ -117,9 +123,28 @@ def transition(order: Order, new_status: str) -> None:
     order.status = new_status
 
 
+# A checkout's product read. On PostgreSQL it also draws the new order's id from the orders' sequence: the order's
+# INSERT then needs no answer, so it is queued (zaima.sql.defer) and travels in front of the stock reservation,
+# one round trip fewer per sale. (A checkout refused after the read leaves a gap in the ids, as a rollback does.)
+_PRODUCT_COLUMNS = tuple(Product.__table__.columns)
+_CHECKOUT_READ = sql.per_dialect(
+    sqlite=select(*_PRODUCT_COLUMNS).where(Product.sku == bindparam("sku")),
+    postgresql=select(*_PRODUCT_COLUMNS, func.nextval(func.pg_get_serial_sequence("orders", "id")))
+    .where(Product.sku == bindparam("sku")))
+
+
+async def product_for_checkout(session: AsyncSession, sku: str) -> tuple[ProductRow, int | None]:
+    """The product a checkout buys, as a row, and (PostgreSQL) the id its order will have: for `create_order`."""
+    row = await sql.fetch_one(session, _CHECKOUT_READ, sku=sku) if SKU_PATTERN.fullmatch(sku or "") else None
+    if row is None or not (product := ProductRow.of(row[:len(_PRODUCT_COLUMNS)])).active:
+        raise ProductNotFound()
+    return product, (row[len(_PRODUCT_COLUMNS)] if len(row) > len(_PRODUCT_COLUMNS) else None)
+
+
 async def create_order(session: AsyncSession, ctx, product: Product, quantity: int, contact: str,
                        query_password: str | None = None, inputs: dict | None = None, pay_type: str = "alipay",
-                       client_ip: str = "") -> Order:
+                       client_ip: str = "", order_id: int | None = None) -> Order:
+    """A new unpaid order, its stock reserved. `order_id`: the id `product_for_checkout` drew for it, if any."""
     if not product.active:
         raise NotFound("商品已下架", "Product is not on sale")
     if not isinstance(quantity, int) or not (product.min_quantity <= quantity <= product.max_quantity):
@@ -158,7 +183,11 @@ async def create_order(session: AsyncSession, ctx, product: Product, quantity: i
         client_ip=client_ip[:64],
     )
     values = sql.with_defaults(Order.__table__, values)
-    (order_id,) = await sql.fetch_one(session, sql.insert_for(Order.__table__, values, (Order.id,)), **values)
+    if order_id is None:
+        (order_id,) = await sql.fetch_one(session, sql.insert_for(Order.__table__, values, (Order.id,)), **values)
+    else:
+        values["id"] = order_id
+        await sql.defer(session, sql.insert_for(Order.__table__, values), **values)
     order = OrderRow.of([order_id if c.key == "id" else values.get(c.key) for c in _ORDER_COLUMNS])
     reserved = 0
     if product.is_stocked:
