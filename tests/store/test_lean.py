@@ -126,23 +126,32 @@ async def test_a_write_in_a_lean_read_is_not_lost(ctx):
     assert (await _kinds(ctx, order.id))[-1] == "keys_revealed"
 
 
-async def test_a_lean_unit_cancelled_while_waiting_rolls_back_and_the_pool_still_serves(ctx):
-    product = await make_product(ctx, sku="lean-cancel-idle")
+async def _cancelled_after_a_write(ctx, sku: str, wait) -> object:
+    """An order, and a lean unit that wrote on its timeline (sent, inside the transaction) and was then
+    cancelled while in `wait(tx)`."""
+    product = await make_product(ctx, sku=sku)
     order = await make_order(ctx, product)
-    entered = asyncio.Event()
+    waiting = asyncio.Event()
 
     async def request():
         async with lean_unit(ctx.sessions) as tx:
             await timeline.record(tx, order, "paid", SYSTEM, ctx.clock.now())
             await timeline.events_for(tx, order.id)
-            entered.set()
-            await asyncio.sleep(30)  # e.g. waiting on something else when the server shuts down
+            waiting.set()
+            await wait(tx)
 
     task = asyncio.create_task(request())
-    await entered.wait()
+    await waiting.wait()
+    await asyncio.sleep(0.2)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    return order
+
+
+async def test_a_lean_unit_cancelled_while_waiting_rolls_back_and_the_pool_still_serves(ctx):
+    # e.g. waiting on something else when the server shuts down
+    order = await _cancelled_after_a_write(ctx, "lean-cancel-idle", lambda tx: asyncio.sleep(30))
     assert not await _connection_left_in_transaction(ctx)
     assert "paid" not in await _kinds(ctx, order.id)
 
@@ -152,23 +161,8 @@ async def test_a_lean_unit_cancelled_inside_a_statement_rolls_back_and_the_pool_
     nothing is committed and no connection is left inside a transaction."""
     if not _on_postgresql(ctx):
         pytest.skip("a SQLite statement runs inline: it cannot be cancelled half-way")
-    product = await make_product(ctx, sku="lean-cancel-busy")
-    order = await make_order(ctx, product)
-    started = asyncio.Event()
-
-    async def request():
-        async with lean_unit(ctx.sessions) as tx:
-            await timeline.record(tx, order, "paid", SYSTEM, ctx.clock.now())
-            await timeline.events_for(tx, order.id)
-            started.set()
-            await sql.fetch(tx, sql.Prepared(select(func.pg_sleep(5))))
-
-    task = asyncio.create_task(request())
-    await started.wait()
-    await asyncio.sleep(0.2)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    order = await _cancelled_after_a_write(ctx, "lean-cancel-busy",
+                                           lambda tx: sql.fetch(tx, sql.Prepared(select(func.pg_sleep(5)))))
     assert not await _connection_left_in_transaction(ctx)
     assert "paid" not in await _kinds(ctx, order.id)
     async with lean_unit(ctx.sessions) as tx:
