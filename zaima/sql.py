@@ -12,7 +12,10 @@ The statements run inside the session's current transaction, on its connection: 
 ORM work in the same unit of work, and commit or roll back with it. Driver errors are raised as
 SQLAlchemy's exceptions (`IntegrityError`, `DBAPIError` with the SQLSTATE), so `zaima.db.transact`
 retries them as before. Nothing here touches the ORM's identity map: a function that changes a row
-this way must not also hold the row as an ORM object it later flushes (see `zaima.store.rows`).
+this way must not also hold the row as an ORM object it later flushes (see `Row`).
+
+The order's hot paths go one step further and run without a session at all: a `Tx` is a transaction
+straight on a pooled driver connection, accepted everywhere a session is here (see `Tx`).
 
 Limits: no expanding (IN-list) parameters and no SQL-side defaults beyond what the table declares; a
 statement that needs them stays on the ORM/Core path.
