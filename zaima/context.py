@@ -9,6 +9,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from zaima.config import Settings
+from zaima.core import http
 from zaima.core.clock import Clock
 from zaima.core.crypto import SecretBox
 from zaima.db import WalCheckpointer, create_engine, make_sessionmaker, transact
@@ -73,9 +74,7 @@ class AppContext:
             await self.message_writer.close()
         if self.checkpointer is not None:
             await self.checkpointer.stop()
-        for peer in (self.epay, self.supplier):  # their pooled HTTP connections (zaima.core.http)
-            if hasattr(peer, "aclose"):
-                await peer.aclose()
+        await http.aclose_all()  # the gateway's, the supplier's, the LLM's pooled connections
         await self.hub.close()
         await self.engine.dispose()
 

@@ -9,7 +9,9 @@ from sqlalchemy import func, select
 
 from tests.store.helpers import add_stock, make_order, make_product, notify_params
 from zaima import jobs
+from zaima.core import http
 from zaima.db import unit_of_work
+from zaima.demo import gateway as demo_gateway
 from zaima.models import CardKey, Order, OrderEvent, Payment, PaymentNotification
 from zaima.store import payments, stock
 from zaima.store.expiry import expire_order_job
@@ -402,8 +404,10 @@ async def test_calls_to_the_gateway_and_the_supplier_share_one_connection_each_u
         await ctx.supplier.query(f"{order.order_no}-1")
     assert state.total_requests - before == 10
     assert len(state.connections) == 2  # one per peer
-    await ctx.epay.aclose()
-    await ctx.supplier.aclose()
+    # The module-level clients (the LLM's, the demo's) are closed with the app too.
+    assert (await demo_gateway._HTTP.get().get(f"{live_server.url}/healthz")).status_code == 200
+    assert len(state.connections) == 3
+    await http.aclose_all()  # what the app's shutdown (AppContext.close) does
     for _ in range(50):
         if not state.connections:
             break

@@ -9,8 +9,11 @@ another loop (a test's, a CLI command's), a new one is made there.
 from __future__ import annotations
 
 import asyncio
+import weakref
 
 import httpx
+
+_ALL: weakref.WeakSet[PooledClient] = weakref.WeakSet()
 
 
 class PooledClient:
@@ -19,6 +22,7 @@ class PooledClient:
         self.transport = transport
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        _ALL.add(self)
 
     def get(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
@@ -31,3 +35,10 @@ class PooledClient:
         client, self._client = self._client, None
         if client is not None and self._loop is asyncio.get_running_loop():
             await client.aclose()
+
+
+async def aclose_all() -> None:
+    """Close every pooled client made in the running event loop: the app's own peers and the module-level
+    ones (the LLM's, the demo gateway's and supplier's), at shutdown."""
+    for pooled in list(_ALL):
+        await pooled.aclose()

@@ -84,9 +84,6 @@ class EpayClient:
         self.key = key
         self.http = PooledClient(timeout, transport)
 
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
     async def _call(self, method: str, params: dict) -> dict:
         try:
             client = self.http.get()

@@ -78,9 +78,6 @@ class HttpSupplierAdapter(SupplierAdapter):
         self.secret = secret
         self.http = PooledClient(timeout, transport)
 
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
     def _signed(self, params: dict) -> dict:
         params = {**params, "app_id": self.app_id, "timestamp": int(time.time())}
         params["sign"] = supplier_protocol.sign(params, self.secret)
