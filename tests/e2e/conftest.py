@@ -57,14 +57,22 @@ async def screenshot_both(browser, url: str, name: str, directory: Path) -> None
         await context.close()
 
 
-async def open_chat_from_order_page(browser, live_server, order):
-    """A customer on a phone opens their order page and taps 「联系客服」: (context, page, widget panel)."""
+async def open_chat_from_order_page(browser, live_server, order, page_html=None, **context_options):
+    """A customer on a phone opens their order page and taps 「联系客服」: (context, page, widget panel).
+    `context_options` for the browser context (e.g. color_scheme); `page_html` rewrites the page's HTML."""
     from zaima.core.signing import order_access_token
 
-    context = await browser.new_context(viewport=PHONE, locale="zh-CN")
+    context = await browser.new_context(viewport=PHONE, locale="zh-CN", **context_options)
     page = await context.new_page()
     token = order_access_token(live_server.settings.secret_key, order.order_no)
-    await page.goto(f"{live_server.url}/orders/{order.order_no}?t={token}")
+    url = f"{live_server.url}/orders/{order.order_no}?t={token}"
+    if page_html is not None:
+        async def rewrite(route):
+            response = await route.fetch()
+            await route.fulfill(response=response, body=page_html(await response.text()))
+
+        await page.route(url, rewrite)
+    await page.goto(url)
     await page.locator("[data-testid=contact-support]").click()
     return context, page, page.locator("[data-testid=widget-panel]")
 

@@ -108,3 +108,25 @@ async def test_customer_and_agent_chat_live_with_order_panel(live_server, ctx, b
     await expect(agent.locator("[data-testid=revealed-key]")).to_contain_text("CHAT-E2E-KEY-0001")
     await customer_ctx.close()
     await agent_ctx.close()
+
+
+async def test_the_chat_follows_the_phones_dark_mode_unless_the_store_pins_it(live_server, ctx, browser, artifacts):
+    """At night on a phone in dark mode, the chat is dark like the store's pages, not a white panel."""
+    product = await make_product(ctx, sku="chat-dark")
+    order = await make_order(ctx, product)
+    pinned = lambda html: html.replace('<script src="/widget.js"', '<script src="/widget.js" data-theme="light"')  # noqa: E731
+    for scheme, html, dark in (("dark", None, True), ("light", None, False), ("dark", pinned, False)):
+        context, page, panel = await open_chat_from_order_page(browser, live_server, order, page_html=html,
+                                                               color_scheme=scheme)
+        await expect(panel).to_be_visible()
+        await widget_say(panel, "在吗？")
+        bubble = panel.locator("[data-testid=widget-message][data-sender=customer]").first
+        await expect(bubble).to_be_visible()
+        colours = await panel.evaluate("""p => ['.list', '.compose', '[data-testid=widget-input]'].map(
+            s => getComputedStyle(p.querySelector(s)).backgroundColor).concat([getComputedStyle(p).color])""")
+        if dark:
+            assert colours == ["rgb(15, 20, 26)", "rgb(24, 32, 42)", "rgb(15, 20, 26)", "rgb(230, 234, 239)"], colours
+            await page.screenshot(path=str(artifacts / "phone-chat-dark.png"))
+        else:
+            assert colours == ["rgb(248, 249, 250)", "rgb(255, 255, 255)", "rgb(255, 255, 255)", "rgb(33, 37, 41)"], colours
+        await context.close()

@@ -1,5 +1,6 @@
 /* Zaima 在吗 — the 「联系客服」 widget. One script tag on any page:
  *   <script src="https://help.example.com/widget.js" async data-lang="zh-CN"></script>
+ * (data-theme="light" / "dark" pins the colours; by default they follow the device's dark mode.)
  * Protocol: docs/realtime.md. Everything lives in a shadow root so the host page's CSS cannot break it
  * and ours cannot leak out. Messages are rendered as text (links made clickable), never as HTML. */
 (function () {
@@ -83,7 +84,8 @@
     "font-size:16px;font-weight:600;padding:12px 18px;box-shadow:0 4px 14px rgba(0,0,0,.25);cursor:pointer;display:flex;gap:6px;align-items:center}",
     ".fab .dot{width:9px;height:9px;border-radius:50%;background:#adb5bd}.fab .dot.on{background:#51cf66}",
     ".panel{position:fixed;right:16px;bottom:16px;z-index:2147483001;width:380px;height:min(640px,calc(100vh - 32px));",
-    "background:#fff;color:#212529;border-radius:14px;box-shadow:0 8px 30px rgba(0,0,0,.3);display:flex;flex-direction:column;overflow:hidden}",
+    "background:#fff;color:#212529;border-radius:14px;box-shadow:0 8px 30px rgba(0,0,0,.3);display:flex;flex-direction:column;overflow:hidden;",
+    "color-scheme:light}",  // native controls in the widget's own colours, whatever the host page declares
     "@media (max-width:480px){.panel{right:0;bottom:0;width:100vw;height:100%;border-radius:0}}",
     ".head{background:#e8590c;color:#fff;padding:10px 12px;display:flex;align-items:center;gap:8px}",
     ".head .ttl{flex:1;min-width:0}.head b{display:block;font-size:16px}.head small{font-size:12px;opacity:.9}",
@@ -100,7 +102,7 @@
     ".state{font-size:11px;color:#868e96}.state.bad{color:#c92a2a;cursor:pointer}",
     ".typing{font-size:12px;color:#868e96;padding:0 12px 4px;min-height:18px;background:#f8f9fa}",
     ".compose{display:flex;gap:6px;padding:8px;border-top:1px solid #e9ecef;background:#fff;align-items:flex-end}",
-    ".compose textarea{flex:1;resize:none;border:1px solid #ced4da;border-radius:10px;padding:8px 10px;font-size:16px;max-height:120px;min-height:40px}",
+    ".compose textarea{flex:1;resize:none;border:1px solid #ced4da;border-radius:10px;padding:8px 10px;font-size:16px;max-height:120px;min-height:40px;background:#fff;color:#212529}",
     ".compose button{border:0;border-radius:10px;padding:9px 12px;font-size:15px;cursor:pointer;min-height:40px}",
     ".compose .send{background:#e8590c;color:#fff;font-weight:600}.compose .img{background:#f1f3f5;color:#495057}",
     ".err{font-size:13px;color:#c92a2a;padding:0 12px 6px}",
@@ -116,7 +118,7 @@
     ".stars{display:flex;justify-content:center;gap:4px}",
     ".star{width:48px;height:48px;padding:0;border:0;border-radius:10px;background:transparent;color:#ced4da;font-size:34px;line-height:1;cursor:pointer}",
     ".star.on{color:#f59f00}.star:focus-visible{outline:2px solid #e8590c}.stars.done .star{cursor:default;width:36px;height:36px;font-size:26px}",
-    ".csat textarea{width:100%;resize:none;border:1px solid #ced4da;border-radius:10px;padding:8px 10px;font-size:16px;min-height:64px}",
+    ".csat textarea{width:100%;resize:none;border:1px solid #ced4da;border-radius:10px;padding:8px 10px;font-size:16px;min-height:64px;background:#fff;color:#212529}",
     ".csat .c-send{min-height:44px;border:0;border-radius:10px;background:#e8590c;color:#fff;font-size:15px;font-weight:600;cursor:pointer}",
     ".csat .c-err{font-size:13px;color:#c92a2a}",
     // the problem report form
@@ -146,6 +148,26 @@
     ".report input:focus,.report textarea:focus,.csat textarea:focus,.compose textarea:focus{outline:none;border-color:#e8590c;box-shadow:0 0 0 3px rgba(232,89,12,.18)}",
     "[hidden]{display:none!important}",
   ].join("\n");
+  // Dark: the store's own dark palette (zaima.css), for a customer on a phone at night. Follows the device's
+  // setting; a host page can pin it with data-theme="light" or "dark".
+  var DARK = [
+    ".panel{color-scheme:dark}.panel,.compose,.report,.csat{background:#18202a;color:#e6eaef}",
+    ".msg .bubble a{color:#7fb0ff}",
+    ".list,.typing{background:#0f141a}",
+    ".ctx,.linked{background:#111821;color:#a2adba;border-color:#2c3744}.linked{color:#e6eaef}",
+    ".msg .bubble{background:#18202a;border-color:#2c3744;color:#e6eaef}",
+    ".msg .who,.state,.msg.system .bubble,.hint,.count,.csat small,.fld .opt,.linked small,.r-intro{color:#a2adba}",
+    ".compose{border-top-color:#2c3744}",
+    ".compose textarea,.csat textarea,.report input[type=text],.report input[type=datetime-local],.report textarea{background:#0f141a;color:#e6eaef;border-color:#2c3744}",
+    ".compose .img,.addshot,.r-top button{background:#232c37;color:#e6eaef;border-color:#2c3744}",
+    ".banner{background:#33270f;color:#f2b650}.banner.warn,.rerr{background:#3a1715;color:#ff8a80}",
+    ".queue{background:#33270f;border-color:#5c3c00;color:#f2d5a0}.queue b,.fld .l{color:#e6eaef}.queue .q-note{color:#f2b650}",
+    ".csat{border-color:#5c3c00}.star{color:#4a5563}",
+    ".chip span{background:#0f141a;border-color:#2c3744;color:#c8d0d9}.chip input:checked+span{background:#3a230f;color:#ff9a5c}",
+    ".err,.ferr,.state.bad,.csat .c-err{color:#ff8a80}.shot img{border-color:#2c3744}",
+  ].join("\n");
+  CSS += "\n" + (data.theme === "light" ? "" : data.theme === "dark" ? DARK
+    : "@media (prefers-color-scheme:dark){\n" + DARK + "\n}");
 
   var host = document.createElement("div");
   host.id = "zaima-widget";
