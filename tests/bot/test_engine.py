@@ -185,3 +185,14 @@ async def test_on_an_order_with_several_keys_the_bot_says_which_key_it_replaced(
         quarantined = [stock.reveal(box, k) for k in await session.scalars(
             select(CardKey).where(CardKey.order_id == other.id, CardKey.status == "quarantined"))]
     assert quarantined == ["TAIL-BBBB-2222"]
+
+
+def test_an_order_number_with_tk_in_it_is_not_a_refund_request():
+    """"tk" is what customers type for 退款; inside an order number it is just two letters. (Found by a run
+    where the random order number held "TK": 「卡密没收到 订单号 …TK…」 was answered as a refund request.)"""
+    from zaima.bot.engine import _resolve_intent
+
+    assert _resolve_intent("not_received", "卡密没收到 订单号 ABTK-2345-6789", {}) == "not_received"
+    assert _resolve_intent("not_received", "卡密没收到 订单号 TK2A-2345-6789", {}) == "not_received"
+    assert _resolve_intent("not_received", "没收到货，tk", {}) == "refund"
+    assert _resolve_intent("not_received", "没发货 TK!", {}) == "refund"

@@ -127,7 +127,8 @@ async def _verify(session: AsyncSession, text: str, slots, data: dict) -> Order 
     return False
 
 
-EXPLICIT_REFUND = re.compile(r"(退款|退钱|退货|退给我|tk)", re.IGNORECASE)
+# "tk" (pinyin initials of 退款) only as a word of its own: never the TK inside an order number like ABTK-….
+EXPLICIT_REFUND = re.compile(r"(退款|退钱|退货|退给我|(?<![a-z0-9])tk(?![a-z0-9]))", re.IGNORECASE)
 LOOSE_TOKEN = re.compile(r"[A-Za-z0-9+][A-Za-z0-9_\-.@:/+]{4,}")
 PREFIXED_QQ = re.compile(r"^(?:qq|QQ|Qq)(\d{5,12})$")
 PHONE_DIGITS = re.compile(r"^(?:\+?86)?(1[3-9]\d{9}|[48]00\d{7}|0\d{9,11})$")
