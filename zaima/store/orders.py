@@ -53,6 +53,7 @@ class InvalidTransition(Conflict):
 # rest of the code loads ORM `Order`s. Both have the same attributes, and the rules here accept either.
 OrderRow = sql.row_type(Order)
 _ORDER_COLUMNS = tuple(Order.__table__.columns)
+_PRODUCT_COLUMNS = tuple(Product.__table__.columns)
 
 
 @functools.cache
@@ -126,7 +127,6 @@ def transition(order: Order, new_status: str) -> None:
 # A checkout's product read. On PostgreSQL it also draws the new order's id from the orders' sequence: the order's
 # INSERT then needs no answer, so it is queued (zaima.sql.defer) and travels in front of the stock reservation,
 # one round trip fewer per sale. (A checkout refused after the read leaves a gap in the ids, as a rollback does.)
-_PRODUCT_COLUMNS = tuple(Product.__table__.columns)
 _CHECKOUT_READ = sql.per_dialect(
     sqlite=select(*_PRODUCT_COLUMNS).where(Product.sku == bindparam("sku")),
     postgresql=select(*_PRODUCT_COLUMNS, func.nextval(func.pg_get_serial_sequence("orders", "id")))
@@ -209,10 +209,10 @@ async def create_order(session: AsyncSession, ctx, product: Product, quantity: i
 
 ORDER_BY_NO = select(Order).where(Order.order_no == bindparam("order_no"))  # built once
 # An order by its number with its product; a read that needs more of the order adds columns after these.
-ORDER_AND_PRODUCT = (select(*_ORDER_COLUMNS, *Product.__table__.columns).join(Product, Product.id == Order.product_id)
+ORDER_AND_PRODUCT = (select(*_ORDER_COLUMNS, *_PRODUCT_COLUMNS).join(Product, Product.id == Order.product_id)
                      .where(Order.order_no == bindparam("order_no")))
 _ORDER_AND_PRODUCT_BY_NO = sql.Prepared(ORDER_AND_PRODUCT)
-_PRODUCT_END = len(_ORDER_COLUMNS) + len(Product.__table__.columns)
+_PRODUCT_END = len(_ORDER_COLUMNS) + len(_PRODUCT_COLUMNS)
 
 
 def split_order_and_product(row) -> tuple[OrderRow, ProductRow, tuple]:

@@ -65,7 +65,8 @@ _OWNER_READ = sql.Prepared(orders.ORDER_AND_PRODUCT.add_columns(
 
 async def owner_view(session: AsyncSession, ctx, order_no: str) -> dict | None:
     """The order (by its canonical number) as its verified owner sees it, keys in plaintext; None if there is
-    no such order. On PostgreSQL, run it in `zaima.db.read_only`: its main read is one statement."""
+    no such order. Run it with `zaima.db.read(…, lean=True)`: on PostgreSQL its main read is one statement, sent
+    without BEGIN/COMMIT."""
     dialect = session.bind.dialect
     if dialect.name != "postgresql":
         order, product = await orders.order_and_product(session, order_no)

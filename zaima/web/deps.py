@@ -15,7 +15,7 @@ M = TypeVar("M", bound=BaseModel)
 
 async def get_ctx(request: Request) -> AppContext:
     # async: a plain def dependency would cost a threadpool hop on every request
-    return request.app.state.ctx
+    return ctx_of(request)
 
 
 def client_ip(request: Request) -> str:
