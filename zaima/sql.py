@@ -55,8 +55,11 @@ from sqlalchemy.util import await_only, greenlet_spawn
 _MISSING = object()
 
 
+_LOCKING = re.compile(r"\bFOR (?:UPDATE|NO KEY UPDATE|SHARE|KEY SHARE)\b")
+
+
 class _Compiled:
-    __slots__ = ("sql", "names", "defaults", "binders", "results")
+    __slots__ = ("sql", "names", "defaults", "binders", "results", "locks")
 
     def __init__(self, statement: Executable, dialect) -> None:
         compiled = statement.compile(dialect=dialect)
@@ -71,6 +74,7 @@ class _Compiled:
         columns = getattr(compiled, "_result_columns", None) or []
         processors = [c.type._cached_result_processor(dialect, None) for c in columns]
         self.results = tuple(processors) if any(p is not None for p in processors) else None
+        self.locks = bool(_LOCKING.search(self.sql))  # a SELECT … FOR UPDATE/SHARE: takes row locks
 
     def args(self, params: dict[str, Any]) -> tuple:
         out = []
@@ -160,6 +164,14 @@ class _Part(NamedTuple):
     args: tuple
     expect: int | None
     stale: str  # the StaleDataError message when `expect` is not met
+    assumed: bool = False  # `expect` is an assumption: a miss reruns the unit in a session (see `defer`)
+    rows: tuple[dict, ...] | None = None  # an INSERT of these rows (`defer_rows`): more rows can join it
+
+
+def _missed(part: _Part, what: str) -> None:
+    if part.assumed:
+        raise NeedsSession(f"{part.prepared.table}: {what}")
+    raise StaleDataError(part.stale or what)
 
 
 _DOLLAR = re.compile(r"\$(\d+)")
@@ -171,16 +183,22 @@ def _shifted(text: str, by: int) -> str:
 
 
 @functools.lru_cache(maxsize=512)
-def _batch_sql(parts: tuple[tuple[_Compiled, bool], ...], main: _Compiled | None) -> str:
+def _batch_sql(parts: tuple[tuple[_Compiled, bool], ...], main: _Compiled | None,
+               expected: tuple[int, ...] | None = None) -> str:
     """One PostgreSQL statement for queued writes: each a data-modifying CTE (run exactly once whether
     read or not), then either `main` (a write of its own, whose result is the statement's) or a SELECT
-    of the row counts of the parts that must be checked."""
+    of the row counts of the parts that must be checked. With `expected` (those parts' row counts), the
+    statement checks them itself and aborts, all of it, on a miss (`zaima_expect_counts`, migration 0007)."""
     ctes, offset, counted = [], 0, []
     for i, (compiled, checked) in enumerate(parts):
         ctes.append(f"w{i} AS ({_shifted(compiled.sql, offset)}{' RETURNING 1' if checked else ''})")
         offset += len(compiled.names)
         if checked:
             counted.append(f"(SELECT count(*) FROM w{i})")
+    if main is None and expected is not None and counted:
+        wanted = ", ".join(str(int(n)) for n in expected)
+        return (f"WITH {', '.join(ctes)} SELECT zaima_expect_counts("
+                f"ARRAY[{', '.join(counted)}]::bigint[], ARRAY[{wanted}]::bigint[])")
     if main is None:
         return f"WITH {', '.join(ctes)} SELECT {', '.join(counted) or '1'}"
     tail = _shifted(main.sql, offset)
@@ -198,7 +216,7 @@ class _Driver:
     """A transaction's connection as the driver sees it, and that transaction's queued writes. `home` is
     what owns the connection: a session's AsyncConnection, or a `Tx`."""
 
-    __slots__ = ("home", "dialect", "adapter", "raw", "sqlite", "root", "pending", "info", "autocommit")
+    __slots__ = ("home", "dialect", "adapter", "raw", "sqlite", "root", "pending", "info", "autocommit", "lazy")
 
     def __init__(self, home, dialect, adapter, *, root=None, info: dict | None = None) -> None:
         self.home = home
@@ -212,6 +230,7 @@ class _Driver:
         self.pending: list[_Part] = []
         self.info = {} if info is None else info  # where the flush hook finds a session's queue
         self.autocommit = not self.sqlite and adapter.isolation_level == "autocommit"
+        self.lazy = False  # a `Tx` that sends BEGIN only before its first write or locking read
 
     @classmethod
     def of_connection(cls, connection: AsyncConnection) -> _Driver:
@@ -258,6 +277,12 @@ class _Driver:
         except BaseException as exc:
             raise await self._error(text, (), exc) from exc
 
+    async def open_lazy(self) -> None:
+        """A lazy transaction begins now: something is about to be sent that must be inside it."""
+        if self.lazy:
+            self.lazy = False
+            await self.command("BEGIN ISOLATION LEVEL READ COMMITTED")
+
     @property
     def in_transaction(self) -> bool:
         return self.raw.in_transaction if self.sqlite else self.raw.is_in_transaction()
@@ -284,15 +309,26 @@ class _Driver:
     async def queue(self, part: _Part) -> None:
         # One statement per table in a batch: its CTEs share one snapshot and run in no set order (two
         # INSERTs into one table could get their ids in either order; an UPDATE would not see an INSERT).
-        if any(p.prepared.table == part.prepared.table for p in self.pending):
-            await self.flush()
+        # Rows for a table whose queued write is an INSERT of rows with the same columns join that INSERT
+        # instead: one multi-row INSERT gives ids in its rows' order.
+        for i, queued in enumerate(self.pending):
+            if queued.prepared.table != part.prepared.table:
+                continue
+            if queued.rows is None or part.rows is None or queued.rows[0].keys() != part.rows[0].keys():
+                await self.flush()
+                break
+            rows = queued.rows + part.rows
+            prepared = insert_for(part.prepared.statement.table, rows[0].keys(), rows=len(rows))
+            compiled = prepared.compiled(self.dialect)
+            self.pending[i] = _Part(prepared, compiled, compiled.args(numbered(list(rows))), None, "", rows=rows)
+            return
         self.pending.append(part)
         self.info[_QUEUED] = self
 
     @staticmethod
     def _check(part: _Part, count: int) -> None:
         if part.expect is not None and count != part.expect:
-            raise StaleDataError(part.stale or f"expected {part.expect} row(s), {count} changed")
+            _missed(part, f"expected {part.expect} row(s), {count} changed")
 
     async def flush(self) -> None:
         """Send the queued writes: SQLite one by one (no round trips to save), PostgreSQL as one statement."""
@@ -300,6 +336,7 @@ class _Driver:
         self.info.pop(_QUEUED, None)
         if not parts:
             return
+        await self.open_lazy()
         if self.sqlite or not all(_batchable(p.compiled) for p in parts):
             for part in parts:
                 self._check(part, await self.execute(part.compiled.sql, part.args))
@@ -309,10 +346,37 @@ class _Driver:
         for part, count in zip((p for p in parts if p.expect is not None), counts, strict=False):  # SELECT 1: none
             self._check(part, count)
 
+    async def commit_alone(self) -> None:
+        """A lazy transaction's commit: its queued writes (it has sent none yet) go out as one statement,
+        which commits by itself and checks its own row counts, so that no BEGIN and COMMIT are needed.
+        Writes that cannot be one statement get a transaction after all."""
+        parts = self.pending
+        if not parts:
+            return
+        if not all(_batchable(p.compiled) for p in parts):
+            await self.flush()
+            await self.command("COMMIT")
+            return
+        self.pending = []
+        self.info.pop(_QUEUED, None)
+        checked = [p for p in parts if p.expect is not None]
+        text = _batch_sql(tuple((p.compiled, p.expect is not None) for p in parts), None,
+                          tuple(p.expect for p in checked))
+        args = tuple(a for p in parts for a in p.args)
+        try:
+            await self.raw.fetch(text, *args)
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) == "ZA001":  # zaima_expect_counts: nothing was written
+                _missed(checked[int(exc.detail)], str(exc))
+            raise await self._error(text, args, exc) from exc
+
     async def ahead_of(self, prepared: Prepared, compiled: _Compiled, args: tuple) -> tuple[str, tuple]:
         """The statement to send for `compiled` now: on PostgreSQL with the queued writes in front of it
         when it is a write to a table they do not touch and none of them has a row count to check;
-        otherwise the queue is flushed first."""
+        otherwise the queue is flushed first. A lazy transaction begins first unless it is a plain read
+        with nothing queued."""
+        if self.lazy and (prepared.table is not None or self.pending or compiled.locks):
+            await self.open_lazy()
         if not self.pending:
             return compiled.sql, args
         parts = self.pending
@@ -387,18 +451,24 @@ class Tx:
     @classmethod
     async def open(cls, engine: AsyncEngine, *, read_only: bool = False) -> Tx:
         """Check a connection out of the engine's pool and begin. `read_only` on PostgreSQL: no BEGIN (each
-        statement is its own snapshot; a write is sent at once and commits by itself)."""
+        statement is its own snapshot; a write is sent at once and commits by itself).
+
+        Otherwise, on PostgreSQL, the BEGIN is lazy: plain reads go out on their own until the first write
+        or locking read has to be sent (READ COMMITTED gives each statement its own snapshot either way).
+        A unit whose writes all stay queued until its commit sends them as one statement that checks its
+        own row counts and commits by itself (`_Driver.commit_alone`): no BEGIN or COMMIT at all."""
         tx = object.__new__(cls)
         tx.bind, tx.info, tx._dead = engine, {}, False
         tx._fairy = await engine.raw_connection()
         tx.driver = d = _Driver(tx, engine.dialect, tx._fairy.dbapi_connection)
         d.autocommit = read_only and not d.sqlite
+        d.lazy = not read_only and not d.sqlite
         if d.in_transaction:  # never expected: a connection is only ever returned outside a transaction
             await tx.close()
             raise RuntimeError("pooled connection is inside a transaction")
-        if not d.autocommit:
+        if d.sqlite:
             try:
-                await d.command("BEGIN IMMEDIATE" if d.sqlite else "BEGIN ISOLATION LEVEL READ COMMITTED")
+                await d.command("BEGIN IMMEDIATE")
             except BaseException:
                 tx._dead = True  # e.g. cancelled while a SQLite BEGIN waits in aiosqlite's thread: it may still win
                 await tx.close()
@@ -406,13 +476,17 @@ class Tx:
         return tx
 
     async def commit(self) -> None:
-        await self.driver.flush()
-        if not self.driver.autocommit:
-            await self.driver.command("COMMIT")
+        d = self.driver
+        if d.lazy:
+            await d.commit_alone()
+            return
+        await d.flush()
+        if not d.autocommit:
+            await d.command("COMMIT")
 
     async def rollback(self) -> None:
         self.driver.pending.clear()
-        if self.driver.autocommit or self._dead:
+        if self.driver.autocommit or self.driver.lazy or self._dead:
             return
         try:
             await self.driver.command("ROLLBACK")
@@ -481,15 +555,32 @@ async def execute(session: AsyncSession, statement: Prepared | dict[str, Prepare
 
 
 async def defer(session: AsyncSession, statement: Prepared | dict[str, Prepared], *, expect: int | None = None,
-                stale: str = "", **params) -> None:
+                stale: str = "", assumed: bool = False, **params) -> None:
     """Queue a write (INSERT/UPDATE/DELETE) to be sent with the next ones (see the module's docstring).
     With `expect`, the write must change exactly that many rows, or the flush raises StaleDataError
     (`stale` is its message). Inside a SAVEPOINT the write is sent now, so it rolls back with it; on an
-    autocommit connection (`zaima.db.read_only`), which never commits, it is sent now too."""
+    autocommit connection (`zaima.db.read_only`), which never commits, it is sent now too.
+
+    `assumed` (only where `may_assume`): `expect` is what the caller assumes rather than knows (e.g. that
+    the stock covers an order), to spare the round trip that would tell. A miss raises `NeedsSession`:
+    the unit's writes are dropped and it runs again in a session, where the caller takes its careful path."""
+    await _defer(session, statement, params, expect, stale, assumed)
+
+
+def may_assume(session: AsyncSession | Tx) -> bool:
+    """Whether a write's row count may be assumed (`defer(…, assumed=True)`): in a PostgreSQL `Tx`."""
+    return type(session) is Tx and not session.driver.sqlite
+
+
+async def _defer(session: AsyncSession, statement: Prepared | dict[str, Prepared], params: dict,
+                 expect: int | None = None, stale: str = "", assumed: bool = False,
+                 rows: tuple[dict, ...] | None = None) -> None:
     d, prepared, compiled = await _prepare(session, statement)
     if prepared.table is None:
         raise ValueError("only writes can be deferred")
-    part = _Part(prepared, compiled, compiled.args(params), expect, stale)
+    if assumed and not may_assume(session):
+        raise ValueError("a row count can be assumed only in a PostgreSQL Tx")
+    part = _Part(prepared, compiled, compiled.args(params), expect, stale, assumed, rows)
     if d.autocommit or (type(session) is not Tx and session.sync_session.in_nested_transaction()):
         await d.flush()
         d._check(part, await d.execute(compiled.sql, part.args))
@@ -502,9 +593,9 @@ async def defer_rows(session: AsyncSession, table: Table, rows: list[dict]) -> N
     in their order."""
     rows = [with_defaults(table, r) for r in rows]
     if len(rows) == 1:
-        await defer(session, insert_for(table, rows[0].keys()), **rows[0])
+        await _defer(session, insert_for(table, rows[0].keys()), rows[0], rows=tuple(rows))
     else:
-        await defer(session, insert_for(table, rows[0].keys(), rows=len(rows)), **numbered(rows))
+        await _defer(session, insert_for(table, rows[0].keys(), rows=len(rows)), numbered(rows), rows=tuple(rows))
 
 
 class Row:

@@ -192,6 +192,16 @@ async def _take(session: AsyncSession, product_id: int, order_id: int, need: int
 
 
 async def reserve_keys(session: AsyncSession, product_id: int, order_id: int, quantity: int, now) -> int:
+    """Reserve up to `quantity` keys for a new order; returns how many were reserved.
+
+    Where it may (`sql.may_assume`), the reservation is queued with the checkout's other writes on the
+    assumption that the stock covers the order, as it nearly always does: the whole checkout is then one
+    statement. Stock that comes up short undoes that statement, and the checkout runs again in a session,
+    which takes the keys here and learns how many it got."""
+    if sql.may_assume(session):
+        await sql.defer(session, _TAKE["reserved"], expect=quantity, assumed=True, for_product=product_id,
+                        for_order=order_id, need=quantity, at=now)
+        return quantity
     return await _take(session, product_id, order_id, quantity, "reserved", now)
 
 
@@ -201,7 +211,12 @@ _SELL_RESERVED = sql.Prepared(update(CardKey).where(CardKey.order_id == bindpara
 
 
 async def sell_keys(session: AsyncSession, product_id: int, order_id: int, quantity: int, now) -> int:
-    """Sell the order's own reservations first, then take more from available stock."""
+    """Sell the order's own reservations first, then take more from available stock. Where it may
+    (`sql.may_assume`), the sale of the reservations is queued on the assumption that they cover the order
+    (a payment before expiry): a miss reruns the unit in a session, which takes the path below."""
+    if sql.may_assume(session):
+        await sql.defer(session, _SELL_RESERVED, expect=quantity, assumed=True, for_order=order_id, at=now)
+        return quantity
     sold = min(await sql.execute(session, _SELL_RESERVED, for_order=order_id, at=now), quantity)
     if sold < quantity:
         sold += await _take(session, product_id, order_id, quantity - sold, "sold", now)
