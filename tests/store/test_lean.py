@@ -11,14 +11,17 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.util import greenlet_spawn
 
-from tests.store.helpers import make_order, make_product
+from tests.store.helpers import add_stock, make_order, make_product, notify_params
 from zaima import sql
 from zaima.core.audit import SYSTEM
+from zaima.core.errors import Conflict
 from zaima.db import lean_unit, on_commit, read, transact, unit_of_work
-from zaima.models import Order, OrderEvent
-from zaima.store import timeline
+from zaima.models import CardKey, Order, OrderEvent
+from zaima.store import api, orders, payments, timeline
+from zaima.store.schemas import OrderCreate
 
 
 async def _kinds(ctx, order_id: int) -> list[str]:
@@ -187,6 +190,124 @@ async def test_a_lean_unit_whose_connection_dies_fails_cleanly_and_the_next_gets
     assert caught.value.connection_invalidated
     assert "paid" not in await _kinds(ctx, order.id)
     for _ in range(3):  # whichever pooled connection comes next
+        async with lean_unit(ctx.sessions) as tx:
+            await timeline.record(tx, order, "expired", SYSTEM, ctx.clock.now())
+    assert (await _kinds(ctx, order.id))[-3:] == ["expired"] * 3
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """The statements asyncpg sends to PostgreSQL from here on, in order: one per round trip."""
+    import asyncpg
+
+    texts: list[str] = []
+    for name in ("fetch", "execute"):
+        async def recording(self, query, *args, _original=getattr(asyncpg.Connection, name), **kwargs):
+            texts.append(query.split(None, 1)[0] + (" zaima_expect_counts" if "zaima_expect_counts" in query else ""))
+            return await _original(self, query, *args, **kwargs)
+        monkeypatch.setattr(asyncpg.Connection, name, recording)
+    return texts
+
+
+async def _events(ctx, order_id: int) -> list[tuple[str, dict]]:
+    async with unit_of_work(ctx.sessions) as session:
+        return [(e.kind, e.data) for e in await session.scalars(
+            select(OrderEvent).where(OrderEvent.order_id == order_id).order_by(OrderEvent.id))]
+
+
+async def _checkout(ctx, sku: str, quantity: int = 1):
+    body = OrderCreate(sku=sku, quantity=quantity, contact="lean@example.com")
+    order, _links = await api.place_order(ctx, body, "127.0.0.1")
+    return order
+
+
+async def test_on_postgresql_a_sale_is_two_statements_to_create_and_two_to_pay(ctx, sent):
+    """No BEGIN and no COMMIT: a read, then all of the unit's writes as one statement that checks its own row
+    counts. The sale is whole: keys reserved then sold, timeline in order, jobs queued then cancelled."""
+    if not _on_postgresql(ctx):
+        pytest.skip("SQLite has no round trips to save")
+    product = await make_product(ctx, sku="lean-sale", max_quantity=5)
+    await add_stock(ctx, product, ["LS-1", "LS-2", "LS-3"])
+    sent.clear()
+    order = await _checkout(ctx, "lean-sale", quantity=2)
+    assert sent == ["SELECT", "WITH zaima_expect_counts"]
+    sent.clear()
+    assert await payments.handle_notify(ctx, notify_params(order)) == "accepted"
+    assert sent == ["SELECT", "WITH zaima_expect_counts"]
+    async with unit_of_work(ctx.sessions) as session:
+        fresh = await session.get(Order, order.id)
+        keys = list(await session.scalars(select(CardKey).where(CardKey.product_id == product.id)))
+    assert fresh.status == "delivered" and fresh.delivered_quantity == 2
+    assert sorted((k.status, k.order_id) for k in keys) == [("available", None), ("sold", order.id), ("sold", order.id)]
+    # The notify's two entries went out as one two-row INSERT, in the order they were made.
+    assert [kind for kind, _ in await _events(ctx, order.id)] == ["created", "stock_reserved", "paid", "delivered"]
+
+
+async def test_a_checkout_that_stock_does_not_cover_is_refused_whole_or_reserves_what_there_is(ctx):
+    """The lean checkout assumes the stock covers the order (PostgreSQL); where it does not, nothing of that
+    attempt stays, and the checkout decides again knowing how many keys it got."""
+    strict = await make_product(ctx, sku="lean-short", allow_backorder=False, max_quantity=5)
+    await add_stock(ctx, strict, ["SH-1", "SH-2"])
+    with pytest.raises(Conflict) as refused:
+        await _checkout(ctx, "lean-short", quantity=3)
+    assert refused.value.message_zh == "库存不足，请减少数量或稍后再来"
+    async with unit_of_work(ctx.sessions) as session:
+        assert await session.scalar(select(func.count()).select_from(Order)) == 0
+        assert set(await session.scalars(select(CardKey.status).where(CardKey.product_id == strict.id))) == {
+            "available"}
+
+    lenient = await make_product(ctx, sku="lean-backorder", allow_backorder=True, max_quantity=5)
+    await add_stock(ctx, lenient, ["BO-1", "BO-2"])
+    order = await _checkout(ctx, "lean-backorder", quantity=3)
+    assert (await _events(ctx, order.id))[1] == ("stock_reserved", {"quantity": 2})
+    async with unit_of_work(ctx.sessions) as session:
+        assert list(await session.scalars(select(CardKey.order_id).where(CardKey.product_id == lenient.id))) == [
+            order.id, order.id]
+    # Its payment finds only two reservations for three keys: delivered in part, the rest awaited.
+    assert await payments.handle_notify(ctx, notify_params(order)) == "accepted"
+    async with unit_of_work(ctx.sessions) as session:
+        fresh = await session.get(Order, order.id)
+    assert (fresh.status, fresh.delivered_quantity) == ("awaiting_stock", 2)
+
+
+async def test_a_unit_whose_guarded_write_misses_writes_nothing(ctx):
+    """The order changed after the unit read it: its writes, sent together at the commit, all fail."""
+    product = await make_product(ctx, sku="lean-stale")
+    order = await make_order(ctx, product)
+    async with lean_unit(ctx.sessions) as tx:
+        stale, _ = await orders.order_and_product(tx, order.order_no)
+    async with lean_unit(ctx.sessions) as tx:
+        fresh, _ = await orders.order_and_product(tx, order.order_no)
+        await orders.claim(tx, fresh)
+    with pytest.raises(StaleDataError):
+        async with lean_unit(ctx.sessions) as tx:
+            await timeline.record(tx, stale, "paid", SYSTEM, ctx.clock.now())
+            await orders.claim(tx, stale)
+    assert "paid" not in await _kinds(ctx, order.id)
+    assert not await _connection_left_in_transaction(ctx)
+
+
+async def test_a_lean_unit_cancelled_in_a_read_before_it_began_leaves_the_pool_serving(ctx):
+    """On PostgreSQL a unit's reads go out before its BEGIN; cancelled inside one, the connection (still
+    mid-statement) is not lent out again."""
+    if not _on_postgresql(ctx):
+        pytest.skip("a SQLite statement runs inline: it cannot be cancelled half-way")
+    product = await make_product(ctx, sku="lean-cancel-read")
+    order = await make_order(ctx, product)
+    started = asyncio.Event()
+
+    async def request():
+        async with lean_unit(ctx.sessions) as tx:
+            started.set()
+            await sql.fetch(tx, sql.Prepared(select(func.pg_sleep(5))))
+
+    task = asyncio.create_task(request())
+    await started.wait()
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(3):
         async with lean_unit(ctx.sessions) as tx:
             await timeline.record(tx, order, "expired", SYSTEM, ctx.clock.now())
     assert (await _kinds(ctx, order.id))[-3:] == ["expired"] * 3
