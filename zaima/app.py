@@ -94,6 +94,7 @@ def create_app(settings: Settings, ctx: AppContext | None = None, migrate: bool 
         description="After-sales customer service for digital-goods stores. JSON API under /api/v1.",
         version="0.1.0",
         lifespan=lifespan,
+        telemetry=None if settings.otel else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.ctx = ctx
     app.state.limits = {

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     public_base_url: str = ""  # how the outside world (gateway, supplier) reaches us
     log_json: bool = False
     log_level: str = "INFO"
+    # FastAPI's native OpenTelemetry (traces, metrics, logs to the process's global providers, e.g. under
+    # `opentelemetry-instrument`). Off: then no request pays for asking whether a provider is configured.
+    otel: bool = False
 
     secret_key: str = ""  # signs order access tokens and cookies
     card_key_encryption_key: str = ""  # base64 of 32 bytes (AES-256-GCM)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from zaima import sql
 from zaima.config import Settings
 from zaima.core import http
 from zaima.core.clock import Clock
@@ -76,6 +77,7 @@ class AppContext:
             await self.checkpointer.stop()
         await http.aclose_all()  # the gateway's, the supplier's, the LLM's pooled connections
         await self.hub.close()
+        await sql.release_held(self.engine)
         await self.engine.dispose()
 
 

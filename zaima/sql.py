@@ -39,6 +39,8 @@ import contextlib
 import functools
 import re
 import sqlite3
+import time
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -433,6 +435,43 @@ class NeedsSession(BaseException):  # noqa: N818 - a signal, like CancelledError
     the way up can mistake it for a failure of the work itself."""
 
 
+# PostgreSQL connections a process's `Tx`s keep between units instead of returning them to the engine's pool,
+# whose checkout and checkin (events, reset, a greenlet each way) cost a hot path's unit as much as a statement.
+# A few suffice: as many as units run at once. One that sat longer than the pool's ping threshold
+# (zaima.db.PING_AFTER_IDLE_SECONDS) goes back to the pool instead, which checks it before lending it out.
+_HELD: weakref.WeakKeyDictionary[Engine, list[tuple[Any, float]]] = weakref.WeakKeyDictionary()
+HOLD_MAX = 8
+HOLD_IDLE_SECONDS = 5.0
+
+
+async def _checkout(engine: AsyncEngine):
+    held = _HELD.get(engine.sync_engine)
+    while held:
+        fairy, since = held.pop()
+        if fairy.dbapi_connection.driver_connection.is_closed():  # asyncpg saw the server close it
+            await greenlet_spawn(fairy.invalidate)
+        elif time.monotonic() - since < HOLD_IDLE_SECONDS:
+            return fairy
+        else:
+            await greenlet_spawn(fairy.close)
+    return await engine.raw_connection()
+
+
+async def _checkin(engine: AsyncEngine, fairy) -> None:
+    if engine.dialect.name == "postgresql":  # (SQLite's pool has one connection: sessions need it too)
+        held = _HELD.setdefault(engine.sync_engine, [])
+        if len(held) < HOLD_MAX:
+            held.append((fairy, time.monotonic()))
+            return
+    await greenlet_spawn(fairy.close)  # the pool's checkin (its reset has nothing to roll back)
+
+
+async def release_held(engine: AsyncEngine) -> None:
+    """Return the connections the `Tx`s keep to the engine's pool: before `engine.dispose()`."""
+    for fairy, _since in _HELD.pop(engine.sync_engine, []):
+        await greenlet_spawn(fairy.close)
+
+
 class Tx:
     """A transaction straight on a pooled driver connection, for the hot paths whose every statement goes
     through this module: no AsyncSession, no SQLAlchemy Connection, no greenlet per statement.
@@ -459,7 +498,7 @@ class Tx:
         own row counts and commits by itself (`_Driver.commit_alone`): no BEGIN or COMMIT at all."""
         tx = object.__new__(cls)
         tx.bind, tx.info, tx._dead = engine, {}, False
-        tx._fairy = await engine.raw_connection()
+        tx._fairy = await _checkout(engine)
         tx.driver = d = _Driver(tx, engine.dialect, tx._fairy.dbapi_connection)
         d.autocommit = read_only and not d.sqlite
         d.lazy = not read_only and not d.sqlite
@@ -505,7 +544,7 @@ class Tx:
         if self._dead or self.driver.in_transaction:
             await greenlet_spawn(fairy.invalidate)
         else:
-            await greenlet_spawn(fairy.close)  # the pool's checkin (its reset has nothing to roll back)
+            await _checkin(self.bind, fairy)
 
 
 async def driver(session: AsyncSession | Tx) -> _Driver:

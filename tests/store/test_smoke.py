@@ -27,3 +27,22 @@ async def test_healthz_and_products_api(client, ctx):
     body = (await client.get("/api/v1/products")).json()
     assert [p["sku"] for p in body["products"]] == ["p-1"]
     assert body["products"][0]["price"] == "30.00"
+
+
+async def test_opentelemetry_is_off_unless_configured(settings, ctx, monkeypatch):
+    """FastAPI's native telemetry asks for the global tracer provider on every request; with ZAIMA_OTEL off
+    (the default) no request pays for that, and with it on the requests are instrumented."""
+    import httpx
+    from opentelemetry import trace
+
+    from zaima.app import create_app
+
+    asked = []
+    real = trace.get_tracer_provider
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: asked.append(1) or real())
+    for otel, expect_asked in ((False, False), (True, True)):
+        asked.clear()
+        app = create_app(settings.model_copy(update={"otel": otel}), ctx=ctx, migrate=False)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://zaima.test") as c:
+            assert (await c.get("/healthz")).status_code == 200
+        assert bool(asked) is expect_asked
