@@ -652,7 +652,7 @@ class Row:
         for name, value in zip(cls._columns, values, strict=True):
             object.__setattr__(row, name, value)
         row._loaded = tuple(values)
-        return row
+        return row  # (each `row_type` class has its own, faster `of`)
 
     @classmethod
     def decoded(cls, dialect, raw: Sequence):
@@ -692,4 +692,16 @@ def row_type(model) -> type[Row]:
                  "_select": Prepared(select(*model.__table__.columns))}
     for klass in reversed(model.__mro__):
         namespace.update({k: v for k, v in vars(klass).items() if isinstance(v, property)})
+    namespace["of"] = classmethod(_row_maker(columns))
     return type(f"{model.__name__}Row", (Row,), namespace)
+
+
+def _row_maker(columns: tuple[str, ...]):
+    """`Row.of` for these columns, as code that assigns each slot by name (one unpacking, which also checks
+    the count): a hot path builds a dozen rows per request."""
+    if not all(c.isidentifier() for c in columns):
+        return Row.of.__func__
+    namespace = {"new": object.__new__}
+    exec(f"def of(cls, values):\n    row = new(cls)\n    {', '.join(f'row.{c}' for c in columns)}, = values\n"  # noqa: S102
+         "    row._loaded = tuple(values)\n    return row\n", namespace)
+    return namespace["of"]
