@@ -193,7 +193,8 @@ def _batch_sql(parts: tuple[tuple[_Compiled, bool], ...], main: _Compiled | None
     statement checks them itself and aborts, all of it, on a miss (`zaima_expect_counts`, migration 0007)."""
     ctes, offset, counted = [], 0, []
     for i, (compiled, checked) in enumerate(parts):
-        ctes.append(f"w{i} AS ({_shifted(compiled.sql, offset)}{' RETURNING 1' if checked else ''})")
+        returning = " RETURNING 1" if checked and not compiled.sql.startswith("SELECT") else ""  # (a `check`)
+        ctes.append(f"w{i} AS ({_shifted(compiled.sql, offset)}{returning})")
         offset += len(compiled.names)
         if checked:
             counted.append(f"(SELECT count(*) FROM w{i})")
@@ -314,8 +315,8 @@ class _Driver:
         # Rows for a table whose queued write is an INSERT of rows with the same columns join that INSERT
         # instead: one multi-row INSERT gives ids in its rows' order.
         for i, queued in enumerate(self.pending):
-            if queued.prepared.table != part.prepared.table:
-                continue
+            if queued.prepared.table is None or queued.prepared.table != part.prepared.table:
+                continue  # (a `check` reads: it travels with any write)
             if queued.rows is None or part.rows is None or queued.rows[0].keys() != part.rows[0].keys():
                 await self.flush()
                 break
@@ -606,6 +607,14 @@ async def defer(session: AsyncSession, statement: Prepared | dict[str, Prepared]
     await _defer(session, statement, params, expect, stale, assumed)
 
 
+async def check(session: AsyncSession | Tx, statement: Prepared | dict[str, Prepared], *, expect: int = 1,
+                **params) -> None:
+    """Queue a read whose row count the unit assumes rather than reads now (e.g. that the product a checkout
+    took from a cache still sells at that price): it travels with the unit's writes, in the same snapshot, and
+    a miss reruns the unit in a session, as with `defer(…, assumed=True)`. Only where `may_assume`."""
+    await _defer(session, statement, params, expect, "", True)
+
+
 def may_assume(session: AsyncSession | Tx) -> bool:
     """Whether a write's row count may be assumed (`defer(…, assumed=True)`): in a PostgreSQL `Tx`."""
     return type(session) is Tx and not session.driver.sqlite
@@ -615,7 +624,7 @@ async def _defer(session: AsyncSession, statement: Prepared | dict[str, Prepared
                  expect: int | None = None, stale: str = "", assumed: bool = False,
                  rows: tuple[dict, ...] | None = None) -> None:
     d, prepared, compiled = await _prepare(session, statement)
-    if prepared.table is None:
+    if prepared.table is None and not assumed:
         raise ValueError("only writes can be deferred")
     if assumed and not may_assume(session):
         raise ValueError("a row count can be assumed only in a PostgreSQL Tx")

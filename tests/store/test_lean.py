@@ -311,3 +311,46 @@ async def test_a_lean_unit_cancelled_in_a_read_before_it_began_leaves_the_pool_s
         async with lean_unit(ctx.sessions) as tx:
             await timeline.record(tx, order, "expired", SYSTEM, ctx.clock.now())
     assert (await _kinds(ctx, order.id))[-3:] == ["expired"] * 3
+
+
+async def test_on_postgresql_a_checkout_of_a_product_just_sold_is_one_statement(ctx, sent, monkeypatch):
+    """The process keeps the product and a block of order ids: the checkout sends only its writes, which check
+    that the product still sells as kept."""
+    if not _on_postgresql(ctx):
+        pytest.skip("SQLite has no round trips to save")
+    monkeypatch.setattr(orders, "CHECKOUT_CACHE_SECONDS", 60.0)  # (time.monotonic: immune to the test clock)
+    product = await make_product(ctx, sku="lean-kept", max_quantity=5)
+    await add_stock(ctx, product, [f"KP-{i}" for i in range(6)])
+    placed = [await _checkout(ctx, "lean-kept")]  # reads the product
+    sent.clear()
+    placed.append(await _checkout(ctx, "lean-kept"))  # draws a block of order ids
+    assert sent == ["SELECT", "WITH zaima_expect_counts"]
+    sent.clear()
+    placed.append(await _checkout(ctx, "lean-kept", quantity=2))
+    assert sent == ["WITH zaima_expect_counts"]
+    async with unit_of_work(ctx.sessions) as session:
+        stored = {o.id: o for o in await session.scalars(select(Order).where(Order.product_id == product.id))}
+        keys = list(await session.scalars(select(CardKey).where(CardKey.order_id.is_not(None))))
+    assert sorted(stored) == sorted(o.id for o in placed) and len(set(stored)) == 3
+    assert [stored[o.id].amount_fen for o in placed] == [3000, 3000, 6000]
+    assert sorted(k.order_id for k in keys) == sorted([placed[0].id, placed[1].id, placed[2].id, placed[2].id])
+
+
+async def test_a_checkout_sees_a_price_change_and_a_withdrawal_at_once(ctx, monkeypatch):
+    """However the process keeps products between checkouts, the next checkout after a change uses the new price,
+    and a product taken off sale is refused."""
+    monkeypatch.setattr(orders, "CHECKOUT_CACHE_SECONDS", 60.0)
+    product = await make_product(ctx, sku="lean-reprice", price_fen=3000)
+    await add_stock(ctx, product, ["RP-1", "RP-2", "RP-3"])
+    first = await _checkout(ctx, "lean-reprice")
+    async with unit_of_work(ctx.sessions) as session:  # another process's admin, say
+        (await session.get(type(product), product.id)).price_fen = 2500
+    second = await _checkout(ctx, "lean-reprice")
+    assert (first.amount_fen, second.amount_fen) == (3000, 2500)
+    async with unit_of_work(ctx.sessions) as session:
+        assert (await session.get(Order, second.id)).amount_fen == 2500
+        (await session.get(type(product), product.id)).active = False
+    with pytest.raises(orders.ProductNotFound):
+        await _checkout(ctx, "lean-reprice")
+    async with unit_of_work(ctx.sessions) as session:
+        assert await session.scalar(select(func.count()).select_from(Order)) == 2
