@@ -32,6 +32,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.types import TypeDecorator
 
 from zaima import sql
+from zaima.core import jsoncodec
 
 T = TypeVar("T")
 
@@ -189,6 +190,8 @@ class WalCheckpointer:
 
 
 def create_engine(url: str, **kwargs) -> AsyncEngine:
+    kwargs.setdefault("json_serializer", jsoncodec.dumps)
+    kwargs.setdefault("json_deserializer", jsoncodec.loads)
     if is_sqlite(url):
         connect_args = {"async_creator_fn": _loop_sqlite_connect, **kwargs.pop("connect_args", {})}
         engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60,

@@ -16,7 +16,7 @@ from zaima.models import Order
 from zaima.store import catalog, epay, orders, payments, suppliers
 from zaima.store.schemas import OrderCreate, OrderLookup
 from zaima.store.views import order_view, owner_view
-from zaima.web.deps import client_ip, ctx_of, documented, get_ctx, json_body, request_params
+from zaima.web.deps import FastJSONResponse, client_ip, ctx_of, documented, get_ctx, json_body, request_params
 
 router = APIRouter()
 ORDER_COOKIE_PREFIX = "zo_"
@@ -91,8 +91,9 @@ async def create_order(request: Request):
     ctx = ctx_of(request)
     order, links = await place_order(ctx, await json_body(request, OrderCreate), client_ip(request))
     # Plain JSON values already: answered as they are, without FastAPI's jsonable_encoder walk.
-    return JSONResponse({"order_no": order.order_no, "status": order.status, "amount": format_yuan(order.amount_fen),
-                         "expires_at": order.expires_at.isoformat(), **links}, status_code=201)
+    return FastJSONResponse({"order_no": order.order_no, "status": order.status,
+                             "amount": format_yuan(order.amount_fen), "expires_at": order.expires_at.isoformat(),
+                             **links}, status_code=201)
 
 
 def hot_routes() -> list[Route]:
@@ -121,7 +122,7 @@ async def get_order(order_no: str, request: Request):
     view = await read(ctx.sessions, lambda session: owner_view(session, ctx, canonical), lean=True)
     if view is None:
         raise orders.OrderNotFound()
-    return JSONResponse(view)  # plain JSON values (see order_view): no jsonable_encoder walk
+    return FastJSONResponse(view)  # plain JSON values (see order_view): no jsonable_encoder walk
 
 
 def check_lookup_rate(request: Request, order_no: str) -> None:

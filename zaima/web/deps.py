@@ -6,9 +6,11 @@ from typing import TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from zaima.context import AppContext
+from zaima.core import jsoncodec
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,6 +45,14 @@ async def json_body(request: Request, model: type[M]) -> M:
         return model.model_validate_json(await request.body())
     except ValidationError as exc:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]) from None
+
+
+class FastJSONResponse(JSONResponse):
+    """A JSONResponse rendered with orjson (`zaima.core.jsoncodec`): for the hot routes' answers, which are
+    plain JSON values already."""
+
+    def render(self, content) -> bytes:
+        return jsoncodec.dumps_bytes(content)
 
 
 def documented(body: type[BaseModel] | None = None, headers: tuple[str, ...] = ()) -> dict:
