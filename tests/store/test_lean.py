@@ -21,6 +21,7 @@ from zaima.core.errors import Conflict
 from zaima.db import lean_unit, on_commit, read, transact, unit_of_work
 from zaima.models import CardKey, Order, OrderEvent
 from zaima.store import api, orders, payments, timeline
+from zaima.store.expiry import expire_order_job
 from zaima.store.schemas import OrderCreate
 
 
@@ -221,9 +222,10 @@ async def _checkout(ctx, sku: str, quantity: int = 1):
     return order
 
 
-async def test_on_postgresql_a_sale_is_two_statements_to_create_and_two_to_pay(ctx, sent):
+async def test_on_postgresql_a_sale_is_two_statements_to_create_and_one_to_pay(ctx, sent):
     """No BEGIN and no COMMIT: a read, then all of the unit's writes as one statement that checks its own row
-    counts. The sale is whole: keys reserved then sold, timeline in order, jobs queued then cancelled."""
+    counts; the payment of the order the process just created needs no read. The sale is whole: keys reserved
+    then sold, timeline in order, jobs queued then cancelled."""
     if not _on_postgresql(ctx):
         pytest.skip("SQLite has no round trips to save")
     product = await make_product(ctx, sku="lean-sale", max_quantity=5)
@@ -233,7 +235,10 @@ async def test_on_postgresql_a_sale_is_two_statements_to_create_and_two_to_pay(c
     assert sent == ["SELECT", "WITH zaima_expect_counts"]
     sent.clear()
     assert await payments.handle_notify(ctx, notify_params(order)) == "accepted"
-    assert sent == ["SELECT", "WITH zaima_expect_counts"]
+    assert sent == ["WITH zaima_expect_counts"]
+    sent.clear()
+    assert await payments.handle_notify(ctx, notify_params(order)) == "duplicate"  # read: the process kept it once
+    assert sent[0] == "SELECT"
     async with unit_of_work(ctx.sessions) as session:
         fresh = await session.get(Order, order.id)
         keys = list(await session.scalars(select(CardKey).where(CardKey.product_id == product.id)))
@@ -354,3 +359,34 @@ async def test_a_checkout_sees_a_price_change_and_a_withdrawal_at_once(ctx, monk
         await _checkout(ctx, "lean-reprice")
     async with unit_of_work(ctx.sessions) as session:
         assert await session.scalar(select(func.count()).select_from(Order)) == 2
+
+
+async def test_the_payment_of_an_order_changed_since_its_checkout_sees_the_change(ctx):
+    """The process keeps the orders it created for their payment; one changed meanwhile by someone else (here it
+    expired, its key went back to stock and was sold to the next buyer) is paid as it is now: late, from stock."""
+    product = await make_product(ctx, sku="lean-late")
+    await add_stock(ctx, product, ["LL-1", "LL-2"])
+    order = await _checkout(ctx, "lean-late")
+    ctx.clock.advance(minutes=ctx.settings.order_ttl_minutes + 1)
+    await expire_order_job(ctx, {"order_id": order.id})
+    taker = await _checkout(ctx, "lean-late")  # the key the order had reserved
+    assert await payments.handle_notify(ctx, notify_params(order)) == "accepted"
+    assert await payments.handle_notify(ctx, notify_params(order)) == "duplicate"
+    async with unit_of_work(ctx.sessions) as session:
+        fresh = await session.get(Order, order.id)
+        keys = {k.fingerprint: (k.status, k.order_id) for k in await session.scalars(
+            select(CardKey).where(CardKey.product_id == product.id))}
+    assert (fresh.status, fresh.delivered_quantity) == ("delivered", 1)
+    assert sorted(keys.values()) == sorted([("reserved", taker.id), ("sold", order.id)])
+    assert (await _kinds(ctx, order.id))[-3:] == ["stock_released", "late_payment", "delivered"]
+
+
+async def test_a_rejected_notify_of_a_kept_order_changes_nothing_and_the_right_one_still_pays(ctx):
+    product = await make_product(ctx, sku="lean-wrong")
+    await add_stock(ctx, product, ["LW-1"])
+    order = await _checkout(ctx, "lean-wrong")
+    assert await payments.handle_notify(ctx, notify_params(order, money="0.01")) == "rejected"
+    assert await payments.handle_notify(ctx, notify_params(order, key="not-the-key")) == "rejected"
+    assert (await _kinds(ctx, order.id)) == ["created", "stock_reserved"]
+    assert await payments.handle_notify(ctx, notify_params(order)) == "accepted"
+    assert (await _kinds(ctx, order.id))[-2:] == ["paid", "delivered"]

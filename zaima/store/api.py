@@ -77,10 +77,11 @@ async def place_order(ctx: AppContext, body: OrderCreate, ip: str) -> tuple[obje
         product, order_id = await orders.product_for_checkout(session, body.sku)
         order = await orders.create_order(session, ctx, product, body.quantity, body.contact, body.query_password,
                                           body.inputs, body.pay_type, ip, order_id=order_id)
-        return order, product.name
+        return order, product
 
-    order, name = await ctx.transact(place, lean=True)
-    return order, checkout_links(ctx, order, name)
+    order, product = await ctx.transact(place, lean=True)
+    orders.keep_new_order(ctx.engine, order, product)
+    return order, checkout_links(ctx, order, product.name)
 
 
 # The three requests of every sale (create, notify, the buyer's read) take only the Request and read the rest

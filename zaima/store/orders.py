@@ -7,6 +7,7 @@ import re
 import time
 import unicodedata
 import weakref
+from collections import OrderedDict
 from datetime import timedelta
 
 from sqlalchemy import Integer, bindparam, func, select, update
@@ -274,6 +275,36 @@ async def order_and_product(session: AsyncSession, order_no: str) -> tuple[Order
         return None, None
     order, product, _ = split_order_and_product(row)
     return order, product
+
+
+# PostgreSQL: a process keeps the stocked orders it created, as written, until their payment arrives, so that the
+# notify sends nothing but its writes (one statement, see `zaima.sql.Tx`). That is safe without a read because every
+# change to an order moves its version, and the notify's writes are guarded by the version it was created with: an
+# order changed meanwhile (expired, say) fails that guard, and the notify runs again and reads it.
+KEPT_ORDERS_MAX = 4096
+_NEW_ORDERS: weakref.WeakKeyDictionary[Engine, OrderedDict[str, tuple[tuple, ProductRow]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def keep_new_order(engine, order: OrderRow, product: ProductRow) -> None:
+    """After a checkout committed: remember the order for `order_for_payment` (PostgreSQL, stocked products)."""
+    if engine.dialect.name != "postgresql" or not product.is_stocked or not isinstance(order, OrderRow):
+        return
+    kept = _NEW_ORDERS.setdefault(engine.sync_engine, OrderedDict())
+    kept[order.order_no] = (order._loaded, product)
+    if len(kept) > KEPT_ORDERS_MAX:
+        kept.popitem(last=False)  # the oldest: an order never paid
+
+
+async def order_for_payment(session: AsyncSession, order_no: str) -> tuple[OrderRow, ProductRow] | tuple[None, None]:
+    """`order_and_product` for a payment: the order as this process created it when it kept it (once: a retry, or
+    a second notify, reads), else as read now. Its writes are guarded by its version either way (`save`)."""
+    if sql.may_assume(session):
+        kept = _NEW_ORDERS.get(session.bind.sync_engine)
+        entry = kept.pop(order_no, None) if kept else None
+        if entry is not None:
+            return OrderRow.of(entry[0]), entry[1]
+    return await order_and_product(session, order_no)
 
 
 async def get_order(session: AsyncSession, order_no: str) -> Order:

@@ -24,7 +24,7 @@ from zaima.models import Order, Payment, PaymentNotification
 from zaima.store import epay, timeline
 from zaima.store.delivery import deliver
 from zaima.store.epay import EpayError
-from zaima.store.orders import OrderRow, claim, order_and_product, save, transition
+from zaima.store.orders import OrderRow, claim, order_for_payment, save, transition
 
 log = structlog.get_logger("zaima.payments")
 
@@ -126,7 +126,7 @@ async def handle_notify(ctx, params: dict[str, str], remote_addr: str = "") -> s
     async def apply(session: AsyncSession) -> tuple[str, str]:
         verdict, why = "rejected", reason or ""
         if reason is None:
-            order, product = await order_and_product(session, out_trade_no)
+            order, product = await order_for_payment(session, out_trade_no)
             if order is None:
                 why = "unknown_order"
             elif parse_yuan(params["money"]) != order.amount_fen:
