@@ -19,7 +19,7 @@ from zaima import sql
 from zaima.core.audit import SYSTEM
 from zaima.core.errors import Conflict
 from zaima.db import lean_unit, on_commit, read, transact, unit_of_work
-from zaima.models import CardKey, Order, OrderEvent
+from zaima.models import CardKey, Order, OrderEvent, Payment
 from zaima.store import api, orders, payments, timeline
 from zaima.store.expiry import expire_order_job
 from zaima.store.schemas import OrderCreate
@@ -390,3 +390,19 @@ async def test_a_rejected_notify_of_a_kept_order_changes_nothing_and_the_right_o
     assert (await _kinds(ctx, order.id)) == ["created", "stock_reserved"]
     assert await payments.handle_notify(ctx, notify_params(order)) == "accepted"
     assert (await _kinds(ctx, order.id))[-2:] == ["paid", "delivered"]
+
+
+async def test_five_concurrent_notifies_of_a_kept_order_are_one_payment_and_one_delivery(ctx):
+    """The first notify takes the kept order; the others read it, and the order's version and the payment's unique
+    key leave one payment, one sale of each key, one delivery."""
+    product = await make_product(ctx, sku="lean-five", max_quantity=5)
+    await add_stock(ctx, product, [f"LF-{i}" for i in range(4)])
+    order = await _checkout(ctx, "lean-five", quantity=2)
+    verdicts = await asyncio.gather(*(payments.handle_notify(ctx, notify_params(order)) for _ in range(5)))
+    assert sorted(verdicts) == ["accepted"] + ["duplicate"] * 4
+    async with unit_of_work(ctx.sessions) as session:
+        fresh = await session.get(Order, order.id)
+        sold = list(await session.scalars(select(CardKey.order_id).where(CardKey.status == "sold")))
+        payments_made = await session.scalar(select(func.count()).select_from(Payment).where(Payment.order_id == order.id))
+    assert (fresh.status, fresh.delivered_quantity, sold, payments_made) == ("delivered", 2, [order.id] * 2, 1)
+    assert (await _kinds(ctx, order.id)).count("delivered") == 1
