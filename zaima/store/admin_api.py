@@ -163,7 +163,8 @@ async def quarantine_key(key_id: int, body: QuarantineIn, ctx: AppContext = Depe
 async def list_orders(status: str | None = None, limit: int = 50, ctx: AppContext = Depends(get_ctx),
                       _: StaffUser = Depends(current_staff)):
     async with unit_of_work(ctx.sessions) as session:
-        query = select(Order).order_by(Order.id.desc()).limit(max(0, min(limit, 500)))
+        # Newest first by creation time: ids come in blocks per server process, so they only roughly follow it.
+        query = select(Order).order_by(Order.created_at.desc(), Order.id.desc()).limit(max(0, min(limit, 500)))
         if status:
             query = query.where(Order.status == status)
         return {"orders": [{"order_no": o.order_no, "status": o.status, "amount_fen": o.amount_fen,
