@@ -288,7 +288,7 @@ _NEW_ORDERS: weakref.WeakKeyDictionary[Engine, OrderedDict[str, tuple[tuple, Pro
 
 def keep_new_order(engine, order: OrderRow, product: ProductRow) -> None:
     """After a checkout committed: remember the order for `order_for_payment` (PostgreSQL, stocked products)."""
-    if engine.dialect.name != "postgresql" or not product.is_stocked or not isinstance(order, OrderRow):
+    if engine.dialect.name != "postgresql" or not product.is_stocked:
         return
     kept = _NEW_ORDERS.setdefault(engine.sync_engine, OrderedDict())
     kept[order.order_no] = (order._loaded, product)
